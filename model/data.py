@@ -1,0 +1,90 @@
+"""The digits data: scikit-learn's bundled 8x8 images and a fixed split.
+
+No download happens at run time: :func:`sklearn.datasets.load_digits` reads a
+file that ships inside scikit-learn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+#: Seed of the train/held-out split. Fixed: every model and every benchmark
+#: row is evaluated on the same held-out rows, whatever its training seed.
+SPLIT_SEED = 20261125
+#: Share of the data held out for evaluation.
+HELD_OUT_SHARE = 0.25
+#: Number of input features (8x8 grey levels, row major).
+NUM_INPUTS = 64
+#: Largest grey level in scikit-learn's digits.
+MAX_GREY_LEVEL = 16.0
+
+
+@dataclass(frozen=True)
+class DigitsSplit:
+    """A stratified train/held-out split of the digits.
+
+    Attributes:
+        x_train: float32 ``[n_train, 64]`` raw grey levels 0..16.
+        y_train: int64 ``[n_train]`` digit labels 0..9.
+        x_test: float32 ``[n_test, 64]`` held-out raw grey levels 0..16.
+        y_test: int64 ``[n_test]`` held-out digit labels.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load_split(seed: int = SPLIT_SEED, held_out_share: float = HELD_OUT_SHARE) -> DigitsSplit:
+    """Loads the digits and splits them, stratified by label.
+
+    Args:
+        seed: Seed of the split (default :data:`SPLIT_SEED`; keep it so that
+            results are comparable).
+        held_out_share: Fraction of rows held out (default 0.25).
+
+    Returns:
+        The split, inputs as float32 raw grey levels (0..16).
+    """
+    digits = load_digits()
+    x = digits.data.astype(np.float32)
+    y = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=held_out_share, random_state=seed, stratify=y
+    )
+    return DigitsSplit(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def binary_code(labels: np.ndarray, bits: int = 4) -> np.ndarray:
+    """Encodes integer labels as binary codes, most significant bit first.
+
+    Args:
+        labels: Integer array ``[n]`` of non-negative labels below ``2**bits``.
+        bits: Code length (default 4, enough for the ten digits).
+
+    Returns:
+        float32 ``[n, bits]`` of 0.0/1.0; e.g. 6 -> ``[0, 1, 1, 0]``.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.int64)
+    return ((labels[:, None] >> shifts[None, :]) & 1).astype(np.float32)
+
+
+def decode_binary(codes: np.ndarray) -> np.ndarray:
+    """Decodes 0/1 codes (most significant bit first) into integers.
+
+    Args:
+        codes: Array ``[n, bits]`` of 0/1 values.
+
+    Returns:
+        int64 ``[n]`` of the encoded integers.
+    """
+    codes = np.asarray(codes)
+    bits = codes.shape[1]
+    weights = 2 ** np.arange(bits - 1, -1, -1, dtype=np.int64)
+    return (np.rint(codes).astype(np.int64) * weights[None, :]).sum(axis=1)
