@@ -1,0 +1,166 @@
+"""Smooth surrogates: differentiable functions whose value approximates round(x).
+
+Their training-time value differs from `round(x)` (the "surrogate gap"); their
+gradient is the true derivative of that value.
+"""
+
+import math
+
+import tensorflow as tf
+
+TensorLike = tf.Tensor | tf.Variable | float
+
+# soft_round switches to the identity below this alpha (tensorflow-compression's
+# value). Both alpha guards in soft_round/soft_round_inverse use it.
+SOFT_ROUND_MIN_ALPHA = 1e-3
+
+
+def _as(value: TensorLike | int, like: tf.Tensor) -> tf.Tensor:
+    """Casts a parameter (number, tensor or variable) to the dtype of `like`."""
+    return tf.cast(value, like.dtype)
+
+
+def sine_round(x: tf.Tensor, compose: int = 1) -> tf.Tensor:
+    """Sine staircase: `x - sin(2*pi*x) / (2*pi)`, optionally composed.
+
+    Derivative: `1 - cos(2*pi*x)`: 0 at integers, 2 at half-integers. The
+    function fixes integers and half-integers and is monotone; composing it
+    `compose` times sharpens the steps (derivative: the product of the
+    derivatives along the chain). Source: answer 1 of the seed thread
+    ("Differentiable round function in Tensorflow?", Stack Overflow).
+
+    Args:
+        x: Pre-round tensor.
+        compose: How many times the staircase is applied (positive int,
+            default 1).
+
+    Returns:
+        The surrogate value, same shape and dtype as `x`.
+    """
+    y = x
+    two_pi = 2.0 * math.pi
+    for _ in range(int(compose)):
+        y = y - tf.sin(two_pi * y) / two_pi
+    return y
+
+
+def clamp_round(x: tf.Tensor, threshold: TensorLike = 0.25, slope: TensorLike = 2.0) -> tf.Tensor:
+    """Clamped ramp: `min(max(x - threshold, 0) * slope, 1)`, for 0/1 outputs.
+
+    Derivative: `slope` on the open window `(threshold, threshold + 1/slope)`,
+    0 elsewhere (a hard sigmoid). The defaults (0.25, 2) centre a ramp of
+    width 0.5 on 0.5, so every probability in (0.25, 0.75) gets gradient 2.
+    The seed answer's constants (threshold 0.499, slope 1e4) leave a window
+    1e-4 wide: the gradient is zero for almost every input (dead by design)
+    and the ramp is centred on 0.49905, not 0.5.
+
+    Args:
+        x: Pre-round tensor, meant to be a probability in [0, 1].
+        threshold: Left end of the ramp (float, default 0.25).
+        slope: Ramp slope, the sharpness (positive float, default 2.0).
+
+    Returns:
+        The surrogate value in [0, 1].
+    """
+    z = (x - _as(threshold, x)) * _as(slope, x)
+    # Explicit wheres (not clip_by_value) pin the derivative at the two kinks
+    # to 0, i.e. the window is open, as documented.
+    return tf.where(z <= 0.0, tf.zeros_like(z), tf.where(z >= 1.0, tf.ones_like(z), z))
+
+
+def fourier_round(x: tf.Tensor, terms: int = 4) -> tf.Tensor:
+    """Truncated Fourier series of round: `x + (1/pi) sum_n (-1)^n sin(2 pi n x) / n`.
+
+    The sum runs over `n = 1..terms` (the sawtooth `round(x) - x` expanded in
+    sines). Derivative: `1 + 2 sum_n (-1)^n cos(2 pi n x)`. At integers the
+    slope is `1 + 2 sum_n (-1)^n`: +1 for even `terms`, -1 for odd `terms` (the
+    gradient then points the wrong way near integers); the default is even for
+    that reason. Away from half-integers the error shrinks like 1/terms; near
+    them the Gibbs overshoot stays. Source: answer 4 of the seed thread.
+
+    Args:
+        x: Pre-round tensor.
+        terms: Number of sine terms (positive int, default 4).
+
+    Returns:
+        The surrogate value.
+    """
+    y = x
+    two_pi_x = 2.0 * math.pi * x
+    for n in range(1, int(terms) + 1):
+        y = y + ((-1.0) ** n / (math.pi * n)) * tf.sin(n * two_pi_x)
+    return y
+
+
+def sigmoid_round(x: tf.Tensor, slope: TensorLike = 10.0, center: TensorLike = 0.5) -> tf.Tensor:
+    """Shifted, scaled logistic: `sigmoid(slope * (x - center))`, for 0/1 outputs.
+
+    Derivative: `slope * s * (1 - s)` with `s` the value (at most slope/4, at
+    the centre). It is the noise-free Binary Concrete with temperature
+    1/slope. With the seed answer's slope 1000 the gradient is 250 at the
+    centre and underflows to 0 a few hundredths away from it (dead almost
+    everywhere, exploding at the centre). Source: answer 6 of the seed thread.
+
+    Args:
+        x: Pre-round tensor, meant to be a probability in [0, 1].
+        slope: Sharpness (positive float, default 10.0).
+        center: Where the value crosses 0.5 (float, default 0.5).
+
+    Returns:
+        The surrogate value in (0, 1).
+    """
+    return tf.sigmoid(_as(slope, x) * (x - _as(center, x)))
+
+
+def soft_round(x: tf.Tensor, alpha: TensorLike = 5.0) -> tf.Tensor:
+    """Soft round: `m + tanh(alpha * (x - m)) / (2 * tanh(alpha / 2))`, `m = floor(x) + 0.5`.
+
+    Derivative: `alpha * sech^2(alpha * (x - m)) / (2 * tanh(alpha / 2))`.
+    The identity as alpha -> 0 and `round` as alpha -> inf; it fixes integers
+    and half-integers for every alpha. From Agustsson & Theis, "Universally
+    Quantized Neural Compression" (2020, arXiv 2006.09952); the guards follow
+    tensorflow-compression's `round_ops.soft_round`.
+
+    Args:
+        x: Pre-round tensor.
+        alpha: Sharpness (positive float, default 5.0). Below 1e-3 the
+            function is the identity.
+
+    Returns:
+        The surrogate value.
+    """
+    alpha = _as(alpha, x)
+    # Bound alpha away from 0 so that tanh(alpha/2) in the denominator is
+    # never 0: the branch for tiny alpha is discarded by the where below, but
+    # without the bound its NaN gradient would still leak through the where.
+    alpha_bounded = tf.maximum(alpha, SOFT_ROUND_MIN_ALPHA)
+    m = tf.floor(x) + 0.5
+    y = m + tf.tanh(alpha_bounded * (x - m)) / (2.0 * tf.tanh(alpha_bounded / 2.0))
+    # For very small alpha soft round is the identity (its limit).
+    return tf.where(alpha < SOFT_ROUND_MIN_ALPHA, x, y)
+
+
+def soft_round_inverse(y: tf.Tensor, alpha: TensorLike = 5.0) -> tf.Tensor:
+    """Inverse of `soft_round`: `m + clip(atanh(2 tanh(alpha/2) (y - m)) / alpha, -0.5, 0.5)`.
+
+    With `m = floor(y) + 0.5`. `soft_round_inverse(soft_round(x, a), a) == x`
+    up to float precision, away from where soft round saturates (large
+    alpha, x near half-integers).
+
+    Args:
+        y: A soft-rounded tensor.
+        alpha: The sharpness used by `soft_round` (positive float, default 5.0).
+
+    Returns:
+        The tensor `x` with `soft_round(x, alpha) == y`.
+    """
+    alpha = _as(alpha, y)
+    # Same guard as in soft_round: keep the discarded branch finite.
+    alpha_bounded = tf.maximum(alpha, SOFT_ROUND_MIN_ALPHA)
+    m = tf.floor(y) + 0.5
+    s = (y - m) * (2.0 * tf.tanh(alpha_bounded / 2.0))
+    r = tf.atanh(s) / alpha_bounded
+    # r lies in [-0.5, 0.5] by definition; when atanh overflows to +-inf
+    # (|s| rounds to 1), the clip keeps the forward value finite.
+    r = tf.clip_by_value(r, -0.5, 0.5)
+    return tf.where(alpha < SOFT_ROUND_MIN_ALPHA, y, m + r)
