@@ -1,0 +1,242 @@
+"""Command line: train a task through a rounding surrogate and export it.
+
+Example::
+
+    python -m model.train --task digit-bits --method soft_round \\
+        --param alpha=12 --anneal alpha:linear:1:12 --epochs 30 --seed 0 \\
+        --models-root models
+
+It trains with a Keras progress bar, evaluates on the held-out digits with
+hard rounding, writes the next numeric version
+``<models_root>/<name>/<version>/`` atomically (never overwriting one) and
+prints that path as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+
+import diffround
+from model import evaluate, export, tasks
+from model import metadata as metadata_lib
+from model.data import load_split
+
+#: Defaults of the command (the default model's settings live in the Makefile's TRAIN_ARGS).
+DEFAULT_EPOCHS = 30
+DEFAULT_BATCH_SIZE = 32
+
+
+def parse_value(text: str) -> Any:
+    """Parses a parameter value: int, float, true/false, else the string itself."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """Parses ``--param k=v``.
+
+    Raises:
+        argparse.ArgumentTypeError: Without ``=`` or with an empty name.
+    """
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"Expected NAME=VALUE, got {text!r}.")
+    return name.strip(), parse_value(value)
+
+
+def parse_anneal(text: str) -> dict[str, Any]:
+    """Parses ``--anneal PARAM:SCHEDULE:START:END[:UNIT:DURATION]``.
+
+    ``UNIT`` is ``epoch`` (default) or ``step``; ``DURATION`` is how many of
+    them the schedule lasts (default: the whole training).
+
+    Raises:
+        argparse.ArgumentTypeError: On a malformed value.
+    """
+    parts = text.split(":")
+    if len(parts) not in (4, 6):
+        raise argparse.ArgumentTypeError(
+            f"Expected PARAM:SCHEDULE:START:END[:UNIT:DURATION], got {text!r}."
+        )
+    try:
+        spec: dict[str, Any] = {
+            "parameter": parts[0],
+            "schedule": parts[1],
+            "start": float(parts[2]),
+            "end": float(parts[3]),
+            "unit": "epoch",
+            "duration": None,
+        }
+        if len(parts) == 6:
+            spec["unit"] = parts[4]
+            spec["duration"] = int(parts[5])
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"Bad number in --anneal {text!r}: {error}") from None
+    if spec["unit"] not in ("epoch", "step"):
+        raise argparse.ArgumentTypeError(f"UNIT must be 'epoch' or 'step', got {spec['unit']!r}.")
+    return spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m model.train",
+        description="Train a digits task through a rounding surrogate and export a SavedModel.",
+    )
+    parser.add_argument("--task", choices=sorted(tasks.TASKS), default="digit-bits")
+    parser.add_argument("--method", choices=diffround.METHODS, default="ste")
+    parser.add_argument(
+        "--param",
+        type=parse_param,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter of the method (repeatable), e.g. alpha=12",
+    )
+    parser.add_argument(
+        "--anneal",
+        type=parse_anneal,
+        default=None,
+        metavar="PARAM:SCHEDULE:START:END[:UNIT:DURATION]",
+        help="anneal a sharpness parameter, e.g. alpha:linear:1:12 or alpha:linear:1:12:epoch:20",
+    )
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models-root", default=os.environ.get("MODELS_ROOT", "models"), type=Path)
+    parser.add_argument("--name", default=None, help="model name (default: the task)")
+    parser.add_argument(
+        "--verbose", default="auto", help="Keras fit verbosity: auto, 0, 1 or 2 (default auto)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error("--epochs and --batch-size must be positive")
+    params = dict(args.param)
+    verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
+
+    keras.utils.set_random_seed(args.seed)
+    try:
+        rounding = diffround.DiffRound(method=args.method, **params)
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
+    spec = tasks.get_spec(args.task)
+    split = load_split()
+    task_model = tasks.build(spec, rounding)
+    callbacks: list[keras.callbacks.Callback] = []
+    anneal = args.anneal
+    if anneal is not None:
+        anneal = resolve_anneal(anneal, args.epochs, len(split.y_train), args.batch_size)
+        try:
+            callbacks.append(make_annealer(rounding, anneal))
+        except ValueError as error:
+            parser.error(str(error))
+
+    started = time.perf_counter()
+    history = tasks.fit(
+        task_model, split, args.epochs, args.batch_size, callbacks=callbacks, verbose=verbose
+    )
+    train_seconds = time.perf_counter() - started
+
+    held_out = evaluate.evaluate(task_model, split)
+    outputs = evaluate.code_outputs(task_model, split.x_test)
+    final_params = layer_params(rounding)
+    # Flattened: the shares are over every held-out pre-round value.
+    diagnostics = diffround.diagnostics(outputs.pre_round.ravel(), args.method, **final_params)
+    held_out.update({key: float(value) for key, value in diagnostics.items()})
+    training = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "train_seconds": round(train_seconds, 3),
+        "final_loss": float(history.history["loss"][-1]),
+        "train_rows": len(split.y_train),
+        "held_out_rows": len(split.y_test),
+        "command": shlex.join(["python", "-m", "model.train", *argv]),
+    }
+    meta = metadata_lib.build(
+        spec=spec,
+        method=args.method,
+        params=final_params,
+        anneal=anneal,
+        metrics=held_out,
+        training=training,
+        example_rows=metadata_lib.examples(split, outputs.hard),
+        curve=export.surrogate_curve(rounding),
+    )
+    path = export.save(task_model.encoder, rounding, meta, args.models_root, args.name or spec.name)
+    _summary(held_out)
+    print(path)
+    return 0
+
+
+def resolve_anneal(
+    anneal: dict[str, Any], epochs: int, train_rows: int, batch_size: int
+) -> dict[str, Any]:
+    """Fills in the default duration of a parsed ``--anneal``: the whole training.
+
+    Args:
+        anneal: From :func:`parse_anneal`.
+        epochs: Training epochs.
+        train_rows: Training rows (for step units).
+        batch_size: Rows per step.
+
+    Returns:
+        A copy with an integer ``duration`` in ``unit``s.
+    """
+    resolved = dict(anneal)
+    if resolved["duration"] is None:
+        steps_per_epoch = -(-train_rows // batch_size)
+        resolved["duration"] = epochs if resolved["unit"] == "epoch" else epochs * steps_per_epoch
+    return resolved
+
+
+def make_annealer(
+    rounding: diffround.DiffRound, anneal: dict[str, Any]
+) -> keras.callbacks.Callback:
+    """A ``diffround.Annealer`` for a resolved ``--anneal`` value (see :func:`resolve_anneal`)."""
+    return diffround.Annealer(
+        parameter=anneal["parameter"],
+        start=anneal["start"],
+        end=anneal["end"],
+        duration=anneal["duration"],
+        schedule=anneal["schedule"],
+        unit=anneal["unit"],
+        layers=[rounding],
+    )
+
+
+def layer_params(rounding: diffround.DiffRound) -> dict[str, Any]:
+    """The method parameters of a rounding layer, with their current values."""
+    return rounding.current_params()
+
+
+def _summary(held_out: dict[str, float]) -> None:
+    text = ", ".join(f"{key}={value:.4f}" for key, value in held_out.items())
+    print(f"held-out: {text}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
