@@ -20,6 +20,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -134,29 +135,116 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be positive")
-    params = dict(args.param)
+    config = TrainConfig(
+        task=args.task,
+        method=args.method,
+        params=dict(args.param),
+        anneal=args.anneal,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
-
-    keras.utils.set_random_seed(args.seed)
+    command = shlex.join(["python", "-m", "model.train", *argv])
     try:
-        rounding = diffround.DiffRound(method=args.method, **params)
-    except (TypeError, ValueError) as error:
+        result = train_and_export(
+            config, args.models_root, args.name, command=command, verbose=verbose
+        )
+    except ConfigError as error:
         parser.error(str(error))
-    spec = tasks.get_spec(args.task)
+    _summary(result.metrics)
+    print(result.path)
+    return 0
+
+
+class ConfigError(ValueError):
+    """A method, parameter or schedule the library rejects (a usage error)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train.
+
+    Attributes:
+        task: Task name (``digit-bits`` or ``digit-hash``).
+        method: Rounding method (a name in ``diffround.METHODS``).
+        params: The method's parameters.
+        anneal: Parsed ``--anneal`` (see :func:`parse_anneal`), or ``None``.
+        epochs: Training epochs.
+        batch_size: Rows per step.
+        seed: Seed of the weights, the shuffling and the surrogate noise.
+    """
+
+    task: str = "digit-bits"
+    method: str = "ste"
+    params: dict[str, Any] = field(default_factory=dict)
+    anneal: dict[str, Any] | None = None
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    """A trained and exported model.
+
+    Attributes:
+        path: The exported version directory.
+        task_model: The trained Keras models.
+        metrics: Held-out metrics (also in the metadata).
+        metadata: The metadata written with the model.
+    """
+
+    path: Path
+    task_model: tasks.TaskModel
+    metrics: dict[str, float]
+    metadata: dict[str, Any]
+
+
+def train_and_export(
+    config: TrainConfig,
+    models_root: str | os.PathLike[str],
+    name: str | None = None,
+    command: str | None = None,
+    verbose: int | str = "auto",
+) -> TrainResult:
+    """Trains a task through a rounding layer, evaluates it and exports it.
+
+    Args:
+        config: What to train.
+        models_root: Repository root the new version goes under.
+        name: Model name (default: the task's name).
+        command: The command line recorded in the metadata (default: a
+            ``python -m model.train`` line equivalent to ``config``).
+        verbose: ``Model.fit`` verbosity (default ``"auto"``: a progress bar).
+
+    Returns:
+        The result; ``result.path`` is the new version directory.
+
+    Raises:
+        ConfigError: When the library rejects the method, a parameter or the
+            schedule (before any training).
+    """
+    keras.utils.set_random_seed(config.seed)
+    spec = tasks.get_spec(config.task)
     split = load_split()
+    try:
+        rounding = diffround.DiffRound(method=config.method, **config.params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(str(error)) from None
     task_model = tasks.build(spec, rounding)
     callbacks: list[keras.callbacks.Callback] = []
-    anneal = args.anneal
+    anneal = config.anneal
     if anneal is not None:
-        anneal = resolve_anneal(anneal, args.epochs, len(split.y_train), args.batch_size)
+        anneal = resolve_anneal(anneal, config.epochs, len(split.y_train), config.batch_size)
         try:
             callbacks.append(make_annealer(rounding, anneal))
         except ValueError as error:
-            parser.error(str(error))
+            raise ConfigError(str(error)) from None
 
     started = time.perf_counter()
     history = tasks.fit(
-        task_model, split, args.epochs, args.batch_size, callbacks=callbacks, verbose=verbose
+        task_model, split, config.epochs, config.batch_size, callbacks=callbacks, verbose=verbose
     )
     train_seconds = time.perf_counter() - started
 
@@ -164,21 +252,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs = evaluate.code_outputs(task_model, split.x_test)
     final_params = layer_params(rounding)
     # Flattened: the shares are over every held-out pre-round value.
-    diagnostics = diffround.diagnostics(outputs.pre_round.ravel(), args.method, **final_params)
+    diagnostics = diffround.diagnostics(outputs.pre_round.ravel(), config.method, **final_params)
     held_out.update({key: float(value) for key, value in diagnostics.items()})
+    if command is None:
+        command = shlex.join(["python", "-m", "model.train", *config_arguments(config)])
     training = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
         "train_seconds": round(train_seconds, 3),
         "final_loss": float(history.history["loss"][-1]),
         "train_rows": len(split.y_train),
         "held_out_rows": len(split.y_test),
-        "command": shlex.join(["python", "-m", "model.train", *argv]),
+        "command": command,
     }
     meta = metadata_lib.build(
         spec=spec,
-        method=args.method,
+        method=config.method,
         params=final_params,
         anneal=anneal,
         metrics=held_out,
@@ -186,10 +276,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         example_rows=metadata_lib.examples(split, outputs.hard),
         curve=export.surrogate_curve(rounding),
     )
-    path = export.save(task_model.encoder, rounding, meta, args.models_root, args.name or spec.name)
-    _summary(held_out)
-    print(path)
-    return 0
+    path = export.save(task_model.encoder, rounding, meta, models_root, name or spec.name)
+    return TrainResult(
+        path=path, task_model=task_model, metrics=held_out, metadata=export.read_metadata(path)
+    )
+
+
+def config_arguments(config: TrainConfig) -> list[str]:
+    """Command-line arguments equivalent to ``config``."""
+    arguments = ["--task", config.task, "--method", config.method]
+    for key, value in config.params.items():
+        arguments += ["--param", f"{key}={value}"]
+    if config.anneal is not None:
+        a = config.anneal
+        text = f"{a['parameter']}:{a['schedule']}:{a['start']:g}:{a['end']:g}"
+        if a.get("duration") is not None:
+            text += f":{a['unit']}:{a['duration']}"
+        arguments += ["--anneal", text]
+    arguments += ["--epochs", str(config.epochs), "--batch-size", str(config.batch_size)]
+    return [*arguments, "--seed", str(config.seed)]
 
 
 def resolve_anneal(
