@@ -208,6 +208,8 @@ def _split_seed(method: str, params: Mapping[str, Any]) -> tuple[dict[str, Any],
     """Separates the `seed` of stochastic methods from the other parameters."""
     params = dict(params)
     seed = None
+    if "seed" in params and params["seed"] is None:
+        del params["seed"]  # "no seed" is valid for every method (layer configs carry it)
     if "seed" in params and get_spec(method).stochastic:
         seed = params.pop("seed")
         if seed is not None and not isinstance(seed, int | keras.random.SeedGenerator):
