@@ -29,7 +29,7 @@ import keras
 import diffround
 from model import evaluate, export, tasks
 from model import metadata as metadata_lib
-from model.data import load_split
+from model.data import DigitsSplit, load_split
 
 #: Defaults of the command (the default model's settings live in the Makefile's TRAIN_ARGS).
 DEFAULT_EPOCHS = 30
@@ -167,7 +167,8 @@ class TrainConfig:
 
     Attributes:
         task: Task name (``digit-bits`` or ``digit-hash``).
-        method: Rounding method (a name in ``diffround.METHODS``).
+        method: Rounding method (a name in ``diffround.METHODS``); ``None``: no
+            rounding (the float reference, not exportable).
         params: The method's parameters.
         anneal: Parsed ``--anneal`` (see :func:`parse_anneal`), or ``None``.
         epochs: Training epochs.
@@ -176,7 +177,7 @@ class TrainConfig:
     """
 
     task: str = "digit-bits"
-    method: str = "ste"
+    method: str | None = "ste"
     params: dict[str, Any] = field(default_factory=dict)
     anneal: dict[str, Any] | None = None
     epochs: int = DEFAULT_EPOCHS
@@ -225,28 +226,12 @@ def train_and_export(
         ConfigError: When the library rejects the method, a parameter or the
             schedule (before any training).
     """
-    keras.utils.set_random_seed(config.seed)
-    spec = tasks.get_spec(config.task)
+    if config.method is None:
+        raise ConfigError("The float reference (no rounding method) is not exportable.")
     split = load_split()
-    try:
-        rounding = diffround.DiffRound(method=config.method, **config.params)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(str(error)) from None
-    task_model = tasks.build(spec, rounding)
-    callbacks: list[keras.callbacks.Callback] = []
-    anneal = config.anneal
-    if anneal is not None:
-        anneal = resolve_anneal(anneal, config.epochs, len(split.y_train), config.batch_size)
-        try:
-            callbacks.append(make_annealer(rounding, anneal))
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-
-    started = time.perf_counter()
-    history = tasks.fit(
-        task_model, split, config.epochs, config.batch_size, callbacks=callbacks, verbose=verbose
-    )
-    train_seconds = time.perf_counter() - started
+    fitted = fit_config(config, split, verbose=verbose)
+    task_model, rounding, anneal = fitted.task_model, fitted.task_model.rounding, fitted.anneal
+    spec = task_model.spec
 
     held_out = evaluate.evaluate(task_model, split)
     outputs = evaluate.code_outputs(task_model, split.x_test)
@@ -260,8 +245,8 @@ def train_and_export(
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "seed": config.seed,
-        "train_seconds": round(train_seconds, 3),
-        "final_loss": float(history.history["loss"][-1]),
+        "train_seconds": round(fitted.train_seconds, 3),
+        "final_loss": fitted.final_loss,
         "train_rows": len(split.y_train),
         "held_out_rows": len(split.y_test),
         "command": command,
@@ -282,9 +267,73 @@ def train_and_export(
     )
 
 
+@dataclass
+class Fitted:
+    """A trained (not yet exported) task model.
+
+    Attributes:
+        task_model: The trained Keras models.
+        anneal: The schedule with its duration resolved, or ``None``.
+        train_seconds: Wall time of ``Model.fit``.
+        final_loss: Training loss of the last epoch.
+    """
+
+    task_model: tasks.TaskModel
+    anneal: dict[str, Any] | None
+    train_seconds: float
+    final_loss: float
+
+
+def fit_config(config: TrainConfig, split: DigitsSplit, verbose: int | str = "auto") -> Fitted:
+    """Seeds everything, builds the task around the rounding layer and trains it.
+
+    Args:
+        config: What to train; ``method=None`` trains the unrounded float
+            reference (no rounding layer; used by the benchmark only).
+        split: The data.
+        verbose: ``Model.fit`` verbosity.
+
+    Returns:
+        The trained model and its training facts.
+
+    Raises:
+        ConfigError: When the library rejects the method, a parameter or the
+            schedule (before any training).
+    """
+    keras.utils.set_random_seed(config.seed)
+    spec = tasks.get_spec(config.task)
+    rounding = None
+    if config.method is not None:
+        try:
+            rounding = diffround.DiffRound(method=config.method, **config.params)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(str(error)) from None
+    task_model = tasks.build(spec, rounding)
+    callbacks: list[keras.callbacks.Callback] = []
+    anneal = config.anneal
+    if anneal is not None:
+        if rounding is None:
+            raise ConfigError("--anneal needs a rounding method.")
+        anneal = resolve_anneal(anneal, config.epochs, len(split.y_train), config.batch_size)
+        try:
+            callbacks.append(make_annealer(rounding, anneal))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    started = time.perf_counter()
+    history = tasks.fit(
+        task_model, split, config.epochs, config.batch_size, callbacks=callbacks, verbose=verbose
+    )
+    return Fitted(
+        task_model=task_model,
+        anneal=anneal,
+        train_seconds=time.perf_counter() - started,
+        final_loss=float(history.history["loss"][-1]),
+    )
+
+
 def config_arguments(config: TrainConfig) -> list[str]:
     """Command-line arguments equivalent to ``config``."""
-    arguments = ["--task", config.task, "--method", config.method]
+    arguments = ["--task", config.task, "--method", str(config.method)]
     for key, value in config.params.items():
         arguments += ["--param", f"{key}={value}"]
     if config.anneal is not None:
