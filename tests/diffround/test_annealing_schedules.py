@@ -34,7 +34,7 @@ def test_annealer_validates_arguments():
         diffround.Annealer("alpha", 1.0, 2.0, 3, unit="batch")
     with pytest.raises(ValueError, match="Received: duration=0"):
         diffround.Annealer("alpha", 1.0, 2.0, 0)
-    with pytest.raises(ValueError, match="Expected a positive float. Received: start=0.0"):
+    with pytest.raises(ValueError, match=r"Expected a positive float\. Received: start=0\.0"):
         diffround.Annealer("alpha", 0.0, 2.0, 3, schedule="exponential")
 
 
