@@ -1,0 +1,128 @@
+"""What every router shares: dependencies, JSON responses, body reading, OpenAPI helpers."""
+
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import Depends, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from app.errors import ModelNotFound
+from app.metrics import ServiceMetrics
+from app.repository import ModelRepository
+from app.validation import check_json_content_type, decode_json
+
+
+def get_repository(request: Request) -> ModelRepository:
+    """The app's model repository."""
+    return request.app.state.repository
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    """The app's metrics."""
+    return request.app.state.metrics
+
+
+RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+
+
+class NumpyJSONResponse(Response):
+    """JSON via orjson, NumPy arrays serialised natively (float32 printed as float32)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        """Serialise `content`."""
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def read_json(request: Request) -> tuple[bytes, Any]:
+    """Check the Content-Type, read the body (size-limited by the middleware), decode it.
+
+    Returns:
+        The raw body and the decoded document.
+    """
+    check_json_content_type(request.headers.get("content-type"))
+    body = await request.body()
+    return body, decode_json(body)
+
+
+def may_hold_booleans(body: bytes) -> bool:
+    """Whether a body might hold a JSON `true`/`false` (then the row parser scans for them)."""
+    return b"true" in body or b"false" in body
+
+
+def parse_path_version(text: str) -> int:
+    """A version from a URL path segment.
+
+    Raises:
+        ModelNotFound: Not a positive integer.
+    """
+    if text.isascii() and text.isdigit() and 0 < len(text) <= 18 and int(text) > 0:
+        return int(text)
+    raise ModelNotFound("No such version: versions are positive integers (1, 2, ...).")
+
+
+def contiguous(array: np.ndarray) -> np.ndarray:
+    """orjson serialises only C-contiguous arrays."""
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+# -- OpenAPI -------------------------------------------------------------
+
+#: Schemas referenced by hand-written request bodies, merged into components by `main.py`.
+EXTRA_SCHEMAS: dict[str, Any] = {}
+
+
+def request_body(model: type[BaseModel], *, description: str = "") -> dict[str, Any]:
+    """`openapi_extra` documenting a JSON request body that the route parses itself.
+
+    Routes read their bodies with orjson (fast, and with their own messages),
+    so the body is not a FastAPI parameter; this puts its schema in the spec.
+    """
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    EXTRA_SCHEMAS.update(schema.pop("$defs", {}))
+    EXTRA_SCHEMAS[model.__name__] = schema
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }
+
+
+class ErrorBody(BaseModel):
+    """A native error: what went wrong, and the request's id (also in `X-Request-ID`)."""
+
+    error: str
+    request_id: str
+
+
+class ProtocolErrorBody(BaseModel):
+    """A TF Serving or v2 error, the shape their clients parse."""
+
+    error: str
+
+
+_DESCRIPTIONS = {
+    400: "Invalid argument: the message names the problem",
+    401: "Missing or wrong API key (only when API_KEY is set)",
+    404: "Unknown model, version or route (or /grad disabled)",
+    413: "Body over MAX_BODY_BYTES or batch over MAX_BATCH_ROWS",
+    415: "Content-Type is not JSON",
+    422: "Invalid input: shape, non-numeric, NaN/Infinity, empty batch, unknown field",
+    500: "Unexpected error (generic message; details only in the logs)",
+    501: "Operation not offered",
+    503: "Not ready: no model version loaded yet",
+}
+
+
+def error_responses(*codes: int, protocol: bool = False) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries documenting error status codes and their body."""
+    model = ProtocolErrorBody if protocol else ErrorBody
+    return {code: {"model": model, "description": _DESCRIPTIONS[code]} for code in (*codes, 500)}

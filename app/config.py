@@ -1,0 +1,79 @@
+"""Service configuration: environment variables read by pydantic-settings.
+
+Names are unprefixed and their defaults are fixed by docs/contract.md
+(section 4). Routes and the app factory take a `Settings` through
+`get_settings`, a cached dependency that tests override.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Depends
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, read from the environment (names are unprefixed).
+
+    Attributes:
+        host: Interface uvicorn binds to (`HOST`, default 127.0.0.1).
+        port: TCP port (`PORT`, default 8000).
+        models_root: TF Serving-style repository `<root>/<name>/<version>/` (`MODELS_ROOT`).
+        default_model: Model answering requests that name none (`DEFAULT_MODEL`).
+        api_key: When set, every model endpoint requires it (`API_KEY`, default unset).
+        enable_grad: Serve `/grad` and the `grad` signature (`ENABLE_GRAD`, default true).
+        max_batch_rows: Most rows one request may carry (`MAX_BATCH_ROWS`, 4096).
+        max_body_bytes: Most bytes one request body may carry (`MAX_BODY_BYTES`, 8 MiB).
+        batch_max_size: Most rows the dynamic batcher coalesces into one model call
+            (`BATCH_MAX_SIZE`, 64; 1 turns batching off).
+        batch_max_wait_ms: How long the batcher waits for more rows (`BATCH_MAX_WAIT_MS`;
+            0 takes what queued while the previous call ran).
+        poll_interval_s: Seconds between scans of the models root (`POLL_INTERVAL_S`, 2).
+        workers: uvicorn worker processes (`WORKERS`, 1).
+        log_level: Log level (`LOG_LEVEL`, info).
+        shutdown_grace_s: Seconds in-flight requests get after SIGTERM (`SHUTDOWN_GRACE_S`, 10).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    models_root: Path = Path("models")
+    default_model: str = "digit-bits"
+    api_key: SecretStr | None = None
+    enable_grad: bool = True
+    max_batch_rows: int = Field(default=4096, ge=1)
+    max_body_bytes: int = Field(default=8 * MIB, ge=1024)
+    batch_max_size: int = Field(default=64, ge=1)
+    batch_max_wait_ms: float = Field(default=0.0, ge=0.0)
+    poll_interval_s: float = Field(default=2.0, gt=0.0)
+    workers: int = Field(default=1, ge=1)
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    shutdown_grace_s: float = Field(default=10.0, ge=0.0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        """Accept `LOG_LEVEL=INFO` as well as `info`."""
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def api_key_value(self) -> str | None:
+        """The API key, or None when none is configured (an empty value counts as none)."""
+        if self.api_key is None:
+            return None
+        value = self.api_key.get_secret_value()
+        return value or None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,0 +1,110 @@
+"""The app factory: `create_app(settings)` wires routers, middleware, handlers and the model poller.
+
+Nothing loads at import time: the models root is scanned in the lifespan,
+in the background, so `/healthz` answers at once and `/readyz` turns 200
+when a model version has loaded and answered its warm-up call.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.api import health, native, tfserving, v2
+from app.api.common import EXTRA_SCHEMAS
+from app.api.handlers import install_error_handlers
+from app.config import Settings, get_settings
+from app.metrics import ServiceMetrics
+from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
+from app.predictor import limit_tensorflow_threads
+from app.repository import ModelRepository
+
+VERSION = "0.1.0"
+
+#: Paths served without the API key: health, metrics, docs, the diagnostics page.
+OPEN_PATHS = (
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+    "/ui",
+    "/ui/",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+)
+OPEN_PREFIXES = ("/ui/static/",)
+
+DESCRIPTION = """Hard 0/1 predictions of models trained through differentiable rounding,
+their surrogate values and gradients, over the service's own API, TensorFlow
+Serving's REST API (`/v1/...`) and the Open Inference Protocol v2 (`/v2/...`).
+When `API_KEY` is set, model endpoints need `X-API-Key: <key>` or
+`Authorization: Bearer <key>`; health, metrics and docs stay open."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: The configuration; read from the environment when omitted
+            (that is how `python -m app` and uvicorn's factory mode call it).
+
+    Returns:
+        The FastAPI app; its lifespan starts and stops the model poller.
+    """
+    settings = settings or get_settings()
+    metrics = ServiceMetrics()
+    repository = ModelRepository(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        limit_tensorflow_threads()
+        await repository.start()
+        try:
+            yield
+        finally:
+            await repository.stop()
+
+    app = FastAPI(title="diffround", version=VERSION, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.repository = repository
+    app.state.metrics = metrics
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+
+    app.include_router(health.router)
+    app.include_router(native.router)
+    app.include_router(tfserving.router)
+    app.include_router(v2.router)
+    # Other routers (e.g. the diagnostics page, app.api.ui) are included here.
+
+    # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    api_key = settings.api_key_value
+    if api_key is not None:
+        app.add_middleware(
+            ApiKeyMiddleware, api_key=api_key, open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES
+        )
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in EXTRA_SCHEMAS.items():
+                components.setdefault(name, definition)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,228 @@
+"""Pure ASGI middleware: request ids, logs and metrics; API key; body size limit.
+
+Pure ASGI (not `BaseHTTPMiddleware`) because each layer runs on every
+request and must cost microseconds. Order, outermost first (see `main.py`):
+observability -> API key -> body limit -> routes.
+"""
+
+import hashlib
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import (
+    GENERIC_500,
+    InternalError,
+    PayloadTooLarge,
+    Unauthorized,
+    error_response,
+)
+from app.metrics import ServiceMetrics
+
+logger = logging.getLogger("app.requests")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The request id the observability middleware gave this request."""
+    state = scope.get("state")
+    return state.get("request_id") if isinstance(state, dict) else None
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value
+    return None
+
+
+class ObservabilityMiddleware:
+    """Give each request an id (echoed in `X-Request-ID`), log it as JSON, record its metrics.
+
+    An incoming `X-Request-ID` of up to 128 safe characters is kept; otherwise
+    a new one is made. Anything a route raises that no handler took becomes a
+    generic 500 `{"error", "request_id"}`, with the traceback only in the log.
+    Successful requests are logged at debug level, 4xx at info, 5xx at error.
+
+    Args:
+        app: The wrapped ASGI app.
+        metrics: Where request counts and latencies go.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run one request."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming.decode("latin-1") if incoming else ""
+        if not _REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
+        start = time.perf_counter()
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception(
+                "unhandled error",
+                extra={"request_id": request_id, "method": scope["method"], "path": scope["path"]},
+            )
+            if not started:
+                response = error_response(InternalError(GENERIC_500), request_id, scope["path"])
+                await response(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(label, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(label).observe(elapsed)
+            level = (
+                logging.ERROR if status >= 500 else logging.INFO if status >= 400 else logging.DEBUG
+            )
+            if logger.isEnabledFor(level):
+                logger.log(
+                    level,
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": label,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )
+
+
+class ApiKeyMiddleware:
+    """Require the API key on every path but the open ones (health, metrics, docs, the page).
+
+    The key comes in `X-API-Key: <key>` or `Authorization: Bearer <key>`; it is
+    compared in constant time (SHA-256 digests of both, so neither content nor
+    length leaks through timing).
+
+    Args:
+        app: The wrapped ASGI app.
+        api_key: The configured key.
+        open_paths: Exact paths served without a key.
+        open_prefixes: Path prefixes served without a key.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str,
+        open_paths: Iterable[str],
+        open_prefixes: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        self._digest = hashlib.sha256(api_key.encode()).digest()
+        self._open_paths = frozenset(open_paths)
+        self._open_prefixes = tuple(open_prefixes)
+
+    def _presented(self, scope: Scope) -> bytes | None:
+        key = _header(scope, b"x-api-key")
+        if key is not None:
+            return key
+        authorization = _header(scope, b"authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                return token.strip()
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the key, then run the request (or answer 401)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in self._open_paths or path.startswith(self._open_prefixes):
+            await self.app(scope, receive, send)
+            return
+        presented = self._presented(scope)
+        if presented is None:
+            message = (
+                "Missing API key: send it in the X-API-Key header or as "
+                "'Authorization: Bearer <key>'."
+            )
+        elif secrets.compare_digest(hashlib.sha256(presented).digest(), self._digest):
+            await self.app(scope, receive, send)
+            return
+        else:
+            message = "Wrong API key."
+        await error_response(Unauthorized(message), request_id_of(scope), path)(
+            scope, receive, send
+        )
+
+
+class BodyLimitMiddleware:
+    """Answer 413 for bodies over `max_bytes`, before reading them whole.
+
+    A declared `Content-Length` over the limit is refused at once, without
+    reading a byte; otherwise the bytes are counted as they arrive and the
+    read fails with `PayloadTooLarge` as soon as the count passes the limit.
+
+    Args:
+        app: The wrapped ASGI app.
+        max_bytes: The limit (`MAX_BODY_BYTES`).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self, size: int | None) -> PayloadTooLarge:
+        what = f"Request body of {size} bytes" if size is not None else "Request body"
+        return PayloadTooLarge(
+            f"{what} is over the limit of {self.max_bytes} bytes (MAX_BODY_BYTES); "
+            "split the batch into smaller requests."
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the declared length, then count the streamed bytes."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            response = error_response(
+                self._too_large(int(declared)), request_id_of(scope), scope["path"]
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+        limit = self.max_bytes
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise self._too_large(None)
+            return message
+
+        await self.app(scope, counting_receive, send)

@@ -1,0 +1,494 @@
+"""The model repository: scan `<MODELS_ROOT>/<name>/<version>/`, load, validate, warm up, swap.
+
+Policy (TF Serving's "latest", availability preserving):
+
+- each model serves its newest loadable version; a new version is loaded,
+  validated against the contract and warmed up in a worker thread while the
+  old one keeps serving, then swapped in with one assignment;
+- a version that fails is refused and logged once; it is retried only when
+  its directory changes (files, sizes or modification times);
+- when the serving version's directory disappears, the newest remaining
+  loadable version takes over, or the model has no serving version (not ready);
+- names starting with `.` (temporary exports) are ignored; the models root may
+  be missing or empty at start: the service is then live but not ready, and
+  becomes ready when a model appears.
+"""
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app.batching import Batcher, split_array, split_dict
+from app.config import Settings
+from app.errors import ModelNotFound, ModelNotReady
+from app.metrics import ServiceMetrics
+from app.predictor import (
+    GRAD_SIGNATURE,
+    PREDICT_SIGNATURE,
+    InvalidModel,
+    Predictor,
+    load_predictor,
+)
+
+logger = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+METADATA_FILE = Path("assets.extra") / "diffround.json"
+METADATA_FORMAT = "diffround.savedmodel/v1"
+_VERSION_PATTERN = re.compile(r"^[0-9]{1,18}$")
+
+Stamp = tuple[tuple[str, int, int], ...]
+
+
+def scan_models_root(root: Path) -> dict[str, dict[int, Path]] | None:
+    """Model and version directories under a models root.
+
+    Args:
+        root: The models root.
+
+    Returns:
+        `{model name: {version: path}}` (models without versions included,
+        with an empty dict), or None when the root does not exist.
+    """
+    try:
+        model_dirs = [e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    found: dict[str, dict[int, Path]] = {}
+    for model_dir in model_dirs:
+        if not NAME_PATTERN.match(model_dir.name):
+            continue
+        versions: dict[int, Path] = {}
+        try:
+            entries = list(os.scandir(model_dir.path))
+        except OSError:
+            continue
+        for entry in entries:
+            if _VERSION_PATTERN.match(entry.name) and entry.is_dir() and int(entry.name) > 0:
+                versions[int(entry.name)] = Path(entry.path)
+        found[model_dir.name] = versions
+    return found
+
+
+def version_stamp(path: Path) -> Stamp:
+    """What a version directory holds (path, size, mtime of every file): it changes on edits."""
+    stamp: list[tuple[str, int, int]] = []
+    for dirpath, _, filenames in os.walk(path):
+        for filename in filenames:
+            full = os.path.join(dirpath, filename)
+            try:
+                info = os.stat(full)
+            except OSError:
+                continue
+            stamp.append((os.path.relpath(full, path), info.st_size, info.st_mtime_ns))
+    return tuple(sorted(stamp))
+
+
+def read_metadata(path: Path, width: int, outputs: int) -> dict[str, Any]:
+    """Read and check `assets.extra/diffround.json` of a version directory.
+
+    Args:
+        path: The version directory.
+        width: The input width the signatures take.
+        outputs: K, the number of outputs the signatures give.
+
+    Returns:
+        The metadata document.
+
+    Raises:
+        InvalidModel: Missing, not JSON, or not matching the contract or the signatures.
+    """
+    try:
+        metadata = orjson.loads((path / METADATA_FILE).read_bytes())
+    except FileNotFoundError:
+        raise InvalidModel("it has no assets.extra/diffround.json metadata") from None
+    except (OSError, orjson.JSONDecodeError):
+        raise InvalidModel("its assets.extra/diffround.json is not readable JSON") from None
+    if not isinstance(metadata, dict):
+        raise InvalidModel("its metadata is not a JSON object")
+    if metadata.get("format") != METADATA_FORMAT:
+        raise InvalidModel(f"its metadata format is not '{METADATA_FORMAT}'")
+    if not isinstance(metadata.get("method"), str):
+        raise InvalidModel("its metadata names no surrogate 'method'")
+    if not isinstance(metadata.get("params", {}), dict):
+        raise InvalidModel("its metadata 'params' is not an object")
+    for key, expected in (("inputs", width), ("outputs", outputs)):
+        specs = metadata.get(key)
+        if isinstance(specs, list) and specs and isinstance(specs[0], dict):
+            shape = specs[0].get("shape")
+            if isinstance(shape, list) and shape and shape[-1] != expected:
+                raise InvalidModel(
+                    f"its metadata says {key} have width {shape[-1]}, the signatures {expected}"
+                )
+    return metadata
+
+
+def _warm_up_rows(metadata: dict[str, Any], width: int) -> np.ndarray:
+    rows = [
+        example["inputs"]
+        for example in metadata.get("examples") or []
+        if isinstance(example, dict)
+        and isinstance(example.get("inputs"), list)
+        and len(example["inputs"]) == width
+    ]
+    try:
+        array = np.asarray(rows, dtype=np.float32).reshape(-1, width)
+    except (TypeError, ValueError):
+        array = np.zeros((0, width), np.float32)
+    if len(array) == 0 or not np.isfinite(array).all():
+        array = np.zeros((1, width), np.float32)
+    return array
+
+
+@dataclass(eq=False)
+class ServedVersion:
+    """A loaded, validated, warmed-up model version and its batchers."""
+
+    name: str
+    version: int
+    predictor: Predictor
+    metadata: dict[str, Any]
+    predict_batcher: Batcher[np.ndarray]
+    grad_batcher: Batcher[dict[str, np.ndarray]]
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def width(self) -> int:
+        """Values per input row."""
+        return self.predictor.width
+
+    @property
+    def outputs(self) -> int:
+        """K, the number of hard outputs."""
+        return self.predictor.outputs
+
+    async def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Hard outputs for `rows` (dynamically batched with other callers of this version)."""
+        return await self.predict_batcher.submit(rows)
+
+    async def grad(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Every `grad` signature output for `rows` (dynamically batched)."""
+        return await self.grad_batcher.submit(rows)
+
+
+@dataclass(eq=False)
+class Refusal:
+    """A version that failed to load, and the directory contents it failed with."""
+
+    stamp: Stamp
+    reason: str
+
+
+@dataclass(eq=False)
+class ModelEntry:
+    """One model directory: its versions on disk, the serving one, the refused ones."""
+
+    name: str
+    on_disk: dict[int, Path] = field(default_factory=dict)
+    serving: ServedVersion | None = None
+    refused: dict[int, Refusal] = field(default_factory=dict)
+
+
+class ModelRepository:
+    """The models the service serves, kept in step with the models root by a poller.
+
+    Args:
+        settings: The service settings (models root, default model, batching, poll interval).
+        metrics: Where load outcomes, versions and batch sizes are recorded.
+    """
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._root = settings.models_root
+        self._models: dict[str, ModelEntry] = {}
+        self._root_exists = False
+        self._scanned = False
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._froze = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the poller: a first scan at once, then one every `POLL_INTERVAL_S`."""
+        self._task = asyncio.create_task(self._poll_forever(), name="model-poller")
+
+    async def stop(self) -> None:
+        """Stop the poller."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until ready or `timeout_s` passes; returns whether it is ready."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.ready
+
+    async def _poll_forever(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a poll must never kill the poller
+                logger.exception("models root scan failed")
+            await asyncio.sleep(self._settings.poll_interval_s)
+
+    async def poll_once(self) -> None:
+        """Scan the models root once and load, swap, fall back or forget as needed."""
+        async with self._lock:
+            disk = await asyncio.to_thread(scan_models_root, self._root)
+            self._root_exists = disk is not None
+            disk = disk or {}
+            for name in list(self._models):
+                if name not in disk:
+                    logger.warning(
+                        "model directory removed; model no longer served", extra={"model": name}
+                    )
+                    self._metrics.model_version.labels(name).set(0)
+                    del self._models[name]
+            swapped = False
+            for name, versions in sorted(disk.items()):
+                entry = self._models.setdefault(name, ModelEntry(name))
+                entry.on_disk = versions
+                swapped |= await self._reconcile(entry)
+            self._scanned = True
+            self._metrics.ready.set(1 if self.ready else 0)
+            if swapped:
+                self._freeze_heap()
+
+    async def _reconcile(self, entry: ModelEntry) -> bool:
+        """Bring one model to its newest loadable version; True when the serving version changed."""
+        for version in list(entry.refused):
+            if version not in entry.on_disk:
+                del entry.refused[version]
+        serving = entry.serving
+        serving_present = serving is not None and serving.version in entry.on_disk
+        for version in sorted(entry.on_disk, reverse=True):
+            if serving_present and serving is not None and version <= serving.version:
+                return False
+            path = entry.on_disk[version]
+            stamp = await asyncio.to_thread(version_stamp, path)
+            refusal = entry.refused.get(version)
+            if refusal is not None and refusal.stamp == stamp:
+                continue
+            try:
+                served = await asyncio.to_thread(self._load, entry.name, version, path)
+            except InvalidModel as exc:
+                entry.refused[version] = Refusal(stamp, str(exc))
+                self._metrics.model_loads.labels(entry.name, "refused").inc()
+                logger.error(
+                    "refused model version: %s",
+                    exc,
+                    extra={"model": entry.name, "version": version, "path": str(path)},
+                )
+                continue
+            entry.refused.pop(version, None)
+            entry.serving = served
+            self._metrics.model_loads.labels(entry.name, "loaded").inc()
+            self._metrics.model_version.labels(entry.name).set(version)
+            logger.info(
+                "serving model version",
+                extra={
+                    "model": entry.name,
+                    "version": version,
+                    "previous_version": serving.version if serving else None,
+                },
+            )
+            return True
+        if serving is not None and not serving_present:
+            logger.error(
+                "serving version's directory disappeared and no other version loads; "
+                "model not ready",
+                extra={"model": entry.name, "version": serving.version},
+            )
+            entry.serving = None
+            self._metrics.model_version.labels(entry.name).set(0)
+            return True
+        return False
+
+    def _load(self, name: str, version: int, path: Path) -> ServedVersion:
+        """Load, validate and warm up one version (runs in a worker thread)."""
+        predictor = load_predictor(path)
+        metadata = read_metadata(path, predictor.width, predictor.outputs)
+        try:
+            predictor.warm_up(_warm_up_rows(metadata, predictor.width))
+        except InvalidModel:
+            raise
+        except Exception as exc:  # TensorFlow errors from a model that loads but cannot run
+            raise InvalidModel(f"warm-up call failed ({type(exc).__name__})") from exc
+        settings = self._settings
+        wait_s = settings.batch_max_wait_ms / 1000.0
+        return ServedVersion(
+            name=name,
+            version=version,
+            predictor=predictor,
+            metadata=metadata,
+            predict_batcher=Batcher(
+                predictor.predict,
+                split_array,
+                max_rows=settings.batch_max_size,
+                max_wait_s=wait_s,
+                observe=self._metrics.observer(name, PREDICT_SIGNATURE),
+            ),
+            grad_batcher=Batcher(
+                predictor.grad,
+                split_dict,
+                max_rows=settings.batch_max_size,
+                max_wait_s=wait_s,
+                observe=self._metrics.observer(name, GRAD_SIGNATURE),
+            ),
+        )
+
+    def _freeze_heap(self) -> None:
+        """Collect once and freeze what survives (TensorFlow's ~300k objects).
+
+        A full collection with TensorFlow loaded takes ~140 ms; freezing the
+        long-lived objects keeps later collections (and tail latency) small.
+        Unfreezing first lets a replaced version's objects be collected.
+        """
+        if self._froze:
+            gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self._froze = True
+
+    # -- queries -----------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True when at least one model serves a version."""
+        return any(entry.serving is not None for entry in self._models.values())
+
+    @property
+    def not_ready_reason(self) -> str:
+        """Why the service is not ready (empty when it is)."""
+        if self.ready:
+            return ""
+        if not self._scanned:
+            return "Loading models: the first scan of MODELS_ROOT has not finished."
+        if not self._root_exists:
+            return "The models root (MODELS_ROOT) does not exist yet; waiting for a model."
+        if not any(entry.on_disk for entry in self._models.values()):
+            return "The models root (MODELS_ROOT) holds no model version yet; waiting for one."
+        refusals = [
+            f"{entry.name} version {version}: {refusal.reason}"
+            for entry in self._models.values()
+            for version, refusal in sorted(entry.refused.items())
+        ]
+        return "No model version could be loaded" + (
+            " (" + "; ".join(refusals[:5]) + ")." if refusals else "."
+        )
+
+    @property
+    def default_name(self) -> str | None:
+        """The model answering requests that name none.
+
+        `DEFAULT_MODEL` when it is served; otherwise the only served model, if exactly one is.
+        """
+        configured = self._settings.default_model
+        entry = self._models.get(configured)
+        if entry is not None and entry.serving is not None:
+            return configured
+        served = [name for name, e in self._models.items() if e.serving is not None]
+        return served[0] if len(served) == 1 else None
+
+    def entries(self) -> list[ModelEntry]:
+        """Every model found on disk, by name."""
+        return [self._models[name] for name in sorted(self._models)]
+
+    def entry(self, name: str) -> ModelEntry:
+        """One model's entry.
+
+        Raises:
+            ModelNotFound: Invalid name, or no such model directory.
+        """
+        if not NAME_PATTERN.match(name):
+            raise ModelNotFound(
+                "Invalid model name: names are 1-128 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit."
+            )
+        entry = self._models.get(name)
+        if entry is None:
+            available = ", ".join(sorted(self._models)) or "none"
+            raise ModelNotFound(f"Model '{name}' not found; available models: {available}.")
+        return entry
+
+    def resolve(self, name: str | None, version: int | None = None) -> ServedVersion:
+        """The served version answering a request.
+
+        Args:
+            name: The model named in the request, or None for the default model.
+            version: The version named in the request, or None for the serving one.
+
+        Returns:
+            The `ServedVersion` to call.
+
+        Raises:
+            ModelNotFound: Unknown model, or a version that is not served.
+            ModelNotReady: Nothing loaded yet (for this model or at all).
+        """
+        if name is None:
+            name = self.default_name
+            if name is None:
+                if not self.ready:
+                    raise ModelNotReady(self.not_ready_reason)
+                served = ", ".join(e.name for e in self.entries() if e.serving is not None)
+                raise ModelNotFound(
+                    f"No default model is configured and served; name one of: {served}."
+                )
+        entry = self.entry(name)
+        serving = entry.serving
+        if serving is None:
+            raise ModelNotReady(f"Model '{name}' has no loaded version yet.")
+        if version is None or version == serving.version:
+            return serving
+        if version in entry.on_disk:
+            raise ModelNotFound(
+                f"Version {version} of model '{name}' is not served; version {serving.version} "
+                "is (the service serves each model's newest loadable version)."
+            )
+        raise ModelNotFound(
+            f"Model '{name}' has no version {version}; it serves version {serving.version}."
+        )
+
+    def metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """A version's metadata document (the serving version's when `version` is None).
+
+        Raises:
+            ModelNotFound: Unknown model or version, or unreadable metadata.
+            ModelNotReady: No version given and none is served.
+        """
+        entry = self.entry(name)
+        serving = entry.serving
+        if version is None:
+            if serving is None:
+                raise ModelNotReady(f"Model '{name}' has no loaded version yet.")
+            return serving.metadata
+        if serving is not None and serving.version == version:
+            return serving.metadata
+        path = entry.on_disk.get(version)
+        if path is None:
+            raise ModelNotFound(f"Model '{name}' has no version {version}.")
+        try:
+            document = orjson.loads((path / METADATA_FILE).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            document = None
+        if not isinstance(document, dict):
+            raise ModelNotFound(f"Version {version} of model '{name}' has no readable metadata.")
+        return document
