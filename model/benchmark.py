@@ -1,0 +1,248 @@
+"""The method benchmark: every rounding method x every task x 3 seeds, same budget.
+
+Run::
+
+    python -m model.benchmark --out docs/
+
+Each run trains one task model through one rounding configuration (or the
+unrounded float reference) for the same number of epochs, then measures on
+the held-out digits: the hard-inference metrics, the train/serve mismatch
+(metric under the deterministic surrogate minus metric under exact rounding),
+and the surrogate's local gradients at the held-out pre-round values (shares
+that are dead, exploding or of the wrong sign). The results go to
+``method-benchmark.md`` and ``method-benchmark.png`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+import diffround
+from model import evaluate, tasks
+from model.data import DigitsSplit, load_split
+from model.train import DEFAULT_BATCH_SIZE, TrainConfig, fit_config, layer_params
+
+#: Epochs per run: the default model's budget.
+DEFAULT_EPOCHS = 30
+DEFAULT_SEEDS = (0, 1, 2)
+REPRODUCE_COMMAND = "python -m model.benchmark --out docs/"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the benchmark: a rounding configuration.
+
+    Attributes:
+        label: Row label.
+        method: A name in ``diffround.METHODS``, or ``None`` for the float reference.
+        params: The method's parameters (library defaults when empty).
+        anneal: An annealing schedule (``duration`` ``None``: the whole training).
+        kind: ``"reference"``, ``"method"`` (library defaults), ``"recipe"``
+            (a tuned configuration) or ``"seed"`` (the seed answers' constants).
+        note: What the row shows.
+    """
+
+    label: str
+    method: str | None
+    params: dict[str, Any] = field(default_factory=dict)
+    anneal: dict[str, Any] | None = None
+    kind: str = "method"
+    note: str = ""
+
+
+def variants() -> list[Variant]:
+    """The benchmark's rows, in table order."""
+    rows = [Variant("float (no rounding)", None, kind="reference", note="upper reference")]
+    rows += [Variant(method, method) for method in diffround.METHODS]
+    rows.append(
+        Variant(
+            "soft_round, alpha 1->12",
+            "soft_round",
+            anneal={
+                "parameter": "alpha",
+                "schedule": "linear",
+                "start": 1.0,
+                "end": 12.0,
+                "unit": "epoch",
+                "duration": None,
+            },
+            kind="recipe",
+            note="annealed from nearly identity to nearly round",
+        )
+    )
+    rows += [
+        Variant(
+            "clamp, seed constants",
+            "clamp",
+            {"threshold": 0.499, "slope": 1e4},
+            kind="seed",
+            note="answer 2: threshold 0.499, slope 1e4",
+        ),
+        Variant(
+            "sigmoid, seed constants",
+            "sigmoid",
+            {"slope": 1000.0, "center": 0.5},
+            kind="seed",
+            note="answer 6: slope 1000",
+        ),
+        Variant(
+            "fourier, odd terms",
+            "fourier",
+            {"terms": 5},
+            kind="seed",
+            note="answer 4: N=5 (odd)",
+        ),
+    ]
+    return rows
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """``k=v, ...`` with compact numbers."""
+    return ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) and not isinstance(v, bool) else f"{k}={v}"
+        for k, v in params.items()
+    )
+
+
+def gradient_shares(pre_round: np.ndarray, method: str, params: dict[str, Any]) -> dict[str, float]:
+    """Shares of held-out local gradients that are dead, exploding or negative.
+
+    Args:
+        pre_round: Held-out pre-round values (any shape).
+        method: The rounding method.
+        params: Its final parameter values.
+
+    Returns:
+        ``dead_gradient_share`` and ``exploding_gradient_share`` (from
+        ``diffround.diagnostics``), ``negative_gradient_share`` (the local
+        derivative points the wrong way) and ``surrogate_gap``.
+    """
+    flat = np.asarray(pre_round, np.float32).ravel()
+    found = diffround.diagnostics(flat, method, **params)
+    _, local = diffround.local_gradient(flat, method, **params)
+    return {
+        "dead_gradient_share": float(found["dead_gradient_share"]),
+        "exploding_gradient_share": float(found["exploding_gradient_share"]),
+        "negative_gradient_share": float(np.mean(np.asarray(local) < 0.0)),
+        "surrogate_gap": float(found["surrogate_gap"]),
+    }
+
+
+def run_one(
+    variant: Variant, task: str, seed: int, epochs: int, split: DigitsSplit
+) -> dict[str, Any]:
+    """Trains and measures one (variant, task, seed).
+
+    Returns:
+        A flat record: task, variant label, seed, metrics, gradient shares
+        (``None`` for the float reference) and ``train_seconds``.
+    """
+    keras.backend.clear_session()
+    config = TrainConfig(
+        task=task,
+        method=variant.method,
+        params=dict(variant.params),
+        anneal=variant.anneal,
+        epochs=epochs,
+        batch_size=DEFAULT_BATCH_SIZE,
+        seed=seed,
+    )
+    fitted = fit_config(config, split, verbose=0)
+    record: dict[str, Any] = {
+        "task": task,
+        "variant": variant.label,
+        "seed": seed,
+        "train_seconds": fitted.train_seconds,
+        **evaluate.evaluate(fitted.task_model, split),
+    }
+    rounding = fitted.task_model.rounding
+    if rounding is None or variant.method is None:
+        record.update(
+            dead_gradient_share=None,
+            exploding_gradient_share=None,
+            negative_gradient_share=None,
+            surrogate_gap=None,
+        )
+    else:
+        pre_round = evaluate.code_outputs(fitted.task_model, split.x_test).pre_round
+        record.update(gradient_shares(pre_round, variant.method, layer_params(rounding)))
+    return record
+
+
+def run(
+    rows: Sequence[Variant],
+    task_names: Sequence[str],
+    seeds: Sequence[int],
+    epochs: int,
+    log: Any = sys.stderr,
+) -> list[dict[str, Any]]:
+    """Runs every (variant, task, seed); returns the records in that order."""
+    split = load_split()
+    records = []
+    total = len(rows) * len(task_names) * len(seeds)
+    for task in task_names:
+        for variant in rows:
+            for seed in seeds:
+                record = run_one(variant, task, seed, epochs, split)
+                records.append(record)
+                spec = tasks.get_spec(task)
+                print(
+                    f"[{len(records)}/{total}] {task} {variant.label} seed={seed}: "
+                    f"{spec.primary_metric}={record[spec.primary_metric]:.4f} "
+                    f"({record['train_seconds']:.1f} s)",
+                    file=log,
+                    flush=True,
+                )
+    return records
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m model.benchmark",
+        description="Benchmark every rounding method on every task; write a table and a plot.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("docs"), help="output directory")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+    parser.add_argument("--tasks", nargs="+", choices=sorted(tasks.TASKS), default=None)
+    parser.add_argument(
+        "--only", nargs="+", default=None, metavar="LABEL", help="run only these row labels"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the benchmark and writes the report; returns the exit status."""
+    from model import benchmark_report
+
+    args = build_parser().parse_args(argv)
+    rows = variants()
+    if args.only:
+        unknown = set(args.only) - {row.label for row in rows}
+        if unknown:
+            raise SystemExit(f"Unknown row label(s): {', '.join(sorted(unknown))}")
+        rows = [row for row in rows if row.label in args.only]
+    task_names = args.tasks or list(tasks.TASKS)
+    started = time.perf_counter()
+    records = run(rows, task_names, args.seeds, args.epochs)
+    wall_seconds = time.perf_counter() - started
+    markdown, plot = benchmark_report.write(
+        records, rows, task_names, args.seeds, args.epochs, wall_seconds, args.out
+    )
+    print(markdown)
+    print(plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

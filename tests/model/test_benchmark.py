@@ -1,0 +1,56 @@
+"""The method benchmark, on a tiny budget: rows, records, table and plot."""
+
+import numpy as np
+import pytest
+
+import diffround
+from model import benchmark, benchmark_report
+
+
+def test_variants_cover_every_method_the_reference_and_the_seed_constants():
+    rows = benchmark.variants()
+    labels = [row.label for row in rows]
+    assert len(set(labels)) == len(labels)
+    assert {row.method for row in rows if row.kind == "method"} == set(diffround.METHODS)
+    assert rows[0].method is None and rows[0].kind == "reference"
+    seed_rows = {row.method: row.params for row in rows if row.kind == "seed"}
+    assert seed_rows["clamp"] == {"threshold": 0.499, "slope": 1e4}
+    assert seed_rows["sigmoid"]["slope"] == 1000.0
+    assert seed_rows["fourier"]["terms"] % 2 == 1
+
+
+def test_gradient_shares_expose_the_seed_answers_failure_modes():
+    # Pre-round probabilities spread over [0, 1], like a trained sigmoid layer's.
+    pre_round = np.linspace(0.0, 1.0, 1001, dtype=np.float32)
+    clamp = benchmark.gradient_shares(pre_round, "clamp", {"threshold": 0.499, "slope": 1e4})
+    assert clamp["dead_gradient_share"] > 0.99
+    sigmoid = benchmark.gradient_shares(pre_round, "sigmoid", {"slope": 1000.0, "center": 0.5})
+    assert sigmoid["dead_gradient_share"] > 0.9 and sigmoid["exploding_gradient_share"] > 0
+    odd = benchmark.gradient_shares(pre_round, "fourier", {"terms": 5})
+    even = benchmark.gradient_shares(pre_round, "fourier", {"terms": 4})
+    assert odd["negative_gradient_share"] > 0.1
+    assert odd["negative_gradient_share"] > even["negative_gradient_share"]
+    ste = benchmark.gradient_shares(pre_round, "ste", {})
+    assert ste["dead_gradient_share"] == ste["negative_gradient_share"] == 0.0
+
+
+def test_tiny_benchmark_writes_table_and_plot(tmp_path):
+    rows = [row for row in benchmark.variants() if row.label in ("float (no rounding)", "ste")]
+    records = benchmark.run(rows, ["digit-bits", "digit-hash"], seeds=[0, 1], epochs=1)
+    assert len(records) == 2 * 2 * 2
+    ste_bits = [r for r in records if r["variant"] == "ste" and r["task"] == "digit-bits"]
+    assert all(0.0 <= r["exact_match"] <= 1.0 for r in ste_bits)
+    # STE's relaxed forward is the exact round: no train/serve mismatch.
+    assert all(r["train_serve_mismatch"] == pytest.approx(0.0, abs=1e-6) for r in ste_bits)
+    md_path, png_path = benchmark_report.write(
+        records, rows, ["digit-bits", "digit-hash"], [0, 1], 1, 12.0, tmp_path
+    )
+    text = md_path.read_text()
+    assert benchmark.REPRODUCE_COMMAND in text
+    assert text.count("\n## digit-") == 2
+    table_rows = [line for line in text.splitlines() if line.startswith("| `ste` |")]
+    assert len(table_rows) == 2
+    exact = np.array([r["exact_match"] for r in ste_bits])
+    expected = f"{100 * exact.mean():.1f} ± {100 * exact.std(ddof=1):.1f} %"
+    assert expected in table_rows[0]
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
