@@ -49,8 +49,9 @@ def ste_round_custom(x: tf.Tensor):
 
     Same value and gradient as `ste_round`. The custom gradient is part of the
     function, not of the graph: a SavedModel keeps it only when saved with
-    `tf.saved_model.SaveOptions(experimental_custom_gradients=True)` (Keras 3's
-    `model.export` sets it); without it the loaded model still runs forward
+    `tf.saved_model.SaveOptions(experimental_custom_gradients=True)` (the
+    default, which Keras 3's `model.export`/`ExportArchive` use unless given
+    other options); without it the loaded model still runs forward
     but asking for a gradient fails with `LookupError: No gradient defined for
     operation ... IdentityN`. Frozen graphs lose it too. Answer 5 of the seed
     thread.
