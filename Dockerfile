@@ -24,10 +24,12 @@ RUN python3 -m venv /opt/venv
 
 # The pinned dependencies first, so code changes reuse this layer.
 # `docker/wheel[s]` matches nothing when the optional wheelhouse is absent.
+# TensorFlow's C++ headers (~290 MB) only serve to compile custom ops: dropped.
 COPY docker/requirements.lock docker/wheel[s] /wheels/
 RUN if ls /wheels/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /wheels; fi \
     && pip install "$@" --requirement /wheels/requirements.lock \
-    && rm -rf /wheels
+    && rm -rf /wheels \
+    && rm -rf /opt/venv/lib/python3.11/site-packages/tensorflow/include
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -53,8 +55,8 @@ FROM ${BASE_IMAGE}
 
 ARG TRAIN_ARGS="--task digit-bits --name digit-bits --method soft_round --anneal alpha:linear:1:12 --epochs 30 --seed 0"
 ARG UID=10001
-RUN groupadd --system --gid ${UID} diffround \
-    && useradd --system --uid ${UID} --gid ${UID} --no-create-home \
+RUN groupadd --gid ${UID} diffround \
+    && useradd --uid ${UID} --gid ${UID} --no-log-init --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin diffround
 
 COPY --from=build /opt/venv /opt/venv

@@ -90,7 +90,7 @@ stop() {
         kill -KILL $leftovers 2>/dev/null || true
     fi
     # Mounts under the state dir (overlay layers, netns, shm) of a killed engine.
-    grep -F " $state/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do
+    { grep -F " $state/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null || true
     done
 
@@ -120,7 +120,7 @@ stop() {
                     chain=${chain%% *}
                     if [ "$policy" != "-" ]; then
                         [ $pass = flush ] || continue
-                        before=$(grep -E "^$t :$chain " "$state/iptables.before" | cut -d' ' -f3)
+                        before=$({ grep -E "^$t :$chain " "$state/iptables.before" || true; } | cut -d' ' -f3)
                         [ -n "$before" ] && iptables -t "$t" -P "$chain" "$before"
                     elif [ $pass = flush ]; then
                         iptables -t "$t" -F "$chain" 2>/dev/null || true
