@@ -16,12 +16,11 @@ from app.api import health, native, tfserving, v2
 from app.api.common import EXTRA_SCHEMAS
 from app.api.handlers import install_error_handlers
 from app.config import Settings, get_settings
+from app.main_version import VERSION
 from app.metrics import ServiceMetrics
 from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
 from app.predictor import limit_tensorflow_threads
 from app.repository import ModelRepository
-
-VERSION = "0.1.0"
 
 #: Paths served without the API key: health, metrics, docs, the diagnostics page.
 OPEN_PATHS = (
