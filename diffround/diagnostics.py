@@ -73,7 +73,7 @@ def diagnostics(
         "exploding_gradient_share": float(
             tf.reduce_mean(tf.cast(magnitude > exploding_above, tf.float32))
         ),
-        "flip_ratio": float(flip_share(hard, y)),
+        "flip_ratio": float(flip_share(tf.reshape(hard, [-1]), tf.reshape(y, [-1]))),
         "mean_abs_local_grad": float(tf.reduce_mean(magnitude)),
         "max_abs_local_grad": float(tf.reduce_max(magnitude)),
     }

@@ -53,6 +53,11 @@ def test_seed_constants_are_diagnosed_dead_or_exploding():
     assert diffround.diagnostics(X, "ste")["surrogate_gap"] == 0.0
 
 
+def test_diagnostics_accept_any_shape():
+    flat = diffround.diagnostics(X, "fourier", terms=5)
+    assert diffround.diagnostics(X.reshape(40, 25, 2), "fourier", terms=5) == pytest.approx(flat)
+
+
 def test_diagnostics_thresholds_are_arguments():
     loose = diffround.diagnostics(X, "soft_round", alpha=5.0, exploding_above=1.0)
     strict = diffround.diagnostics(X, "soft_round", alpha=5.0)
