@@ -212,6 +212,8 @@ def rows_to_array(
         )
     if not rows:
         raise InvalidInput(f"Empty batch: '{field}' has no rows; send at least one row.")
+    if not isinstance(rows[0], list):  # e.g. one flat row: say so rather than "too many rows"
+        _explain_rows(rows[:1], field=field, width=width)
     if len(rows) > max_rows:
         raise PayloadTooLarge(
             f"Batch of {len(rows)} rows is over the limit of {max_rows} rows "

@@ -1,14 +1,17 @@
 """Fixtures for the service tests: tiny SavedModels built once per session, settings, a client."""
 
 import asyncio
+import functools
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import svc_models as modelfactory
+import tensorflow as tf
 
 from app.config import Settings
 from app.main import create_app
@@ -77,3 +80,23 @@ def run() -> Callable:
         return asyncio.run(coroutine)
 
     return runner
+
+
+def reference_outputs(version_dir: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The SavedModel's own answers, loaded in this process with `tf.saved_model.load`."""
+    loaded = _loaded(str(version_dir))
+    x = tf.constant(rows, tf.float32)
+    result = {"outputs": loaded.signatures["serving_default"](inputs=x)["outputs"].numpy()}
+    grads = loaded.signatures["grad"](inputs=x)
+    result.update({name: value.numpy() for name, value in grads.items()})
+    return result
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded(path: str):
+    return tf.saved_model.load(path)
+
+
+def digit_rows(n: int, seed: int) -> np.ndarray:
+    """`n` random rows of 64 grey levels 0..16 (float32)."""
+    return np.random.default_rng(seed).integers(0, 17, (n, 64)).astype(np.float32)
