@@ -5,8 +5,10 @@
 
 (() => {
   const KEY_STORAGE = "diffround.apiKey";
-  const DEAD = 1e-3; // |local derivative| below this is shown as dead
-  const LARGE = 10; // ... and above this as exploding
+  // The thresholds of diffround.diagnostics and of /grad's summary: |local derivative|
+  // below DEAD is a dead gradient, above LARGE an exploding one.
+  const DEAD = 1e-6;
+  const LARGE = 10;
   const SVG_NS = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
@@ -120,6 +122,11 @@
     return names && names[k] ? names[k] : `output ${k}`;
   }
 
+  // "bit 3 (8)" -> "bit 3": labels on the plot.
+  function shortName(k) {
+    return bitName(k).replace(/\s*\(.*\)$/, "");
+  }
+
   function fact(dl, term, value) {
     const dt = document.createElement("dt");
     dt.textContent = term;
@@ -188,7 +195,7 @@
     if (meta.description) fact(dl, "output", meta.description);
     const metrics = meta.metrics || {};
     if (typeof metrics.exact_match === "number") {
-      fact(dl, "held-out exact match", `${(100 * metrics.exact_match).toFixed(1)} %`);
+      fact(dl, "held-out accuracy", `${(100 * metrics.exact_match).toFixed(1)} %`);
     }
   }
 
@@ -557,6 +564,7 @@
         if (Number.isFinite(panel.curve[i])) pts.push(`${sx(x).toFixed(1)},${sy(panel.curve[i]).toFixed(1)}`);
       });
       svg("polyline", { points: pts.join(" "), class: "curve" }, g);
+      const labels = []; // one label per cluster of dots closer than 10 px
       for (let k = 0; k < n; k++) {
         const pre = grad.pre_round[0][k];
         const y = panel.point(k);
@@ -564,6 +572,10 @@
         const clamped = Math.min(Math.max(pre, x0), x1);
         const cx = sx(clamped);
         const cy = sy(y);
+        const text = clamped === pre ? shortName(k) : `${shortName(k)} (x=${fmt(pre)})`;
+        const near = labels.find((l) => Math.hypot(l.cx - cx, l.cy - cy) < 10);
+        if (near) near.texts.push(text);
+        else labels.push({ cx, cy, texts: [text] });
         const dot = svg(
           "circle",
           {
@@ -580,10 +592,13 @@
         svg("title", {}, dot).textContent =
           `${bitName(k)}: pre-round ${fmt(pre)}, surrogate ${fmt(grad.surrogate[0][k])}, ` +
           `derivative ${fmt(grad.local_grad[0][k])}`;
-        const label = clamped === pre ? String(k) : `${k} (x=${fmt(pre)})`;
-        const anchor = cx > W - 90 ? "end" : "start";
-        svg("text", { x: cx + (anchor === "end" ? -9 : 9), y: cy - 7, class: "point-label", "text-anchor": anchor }, g)
-          .textContent = label;
+      }
+      for (const { cx, cy, texts } of labels) {
+        const anchor = cx > W / 2 ? "end" : "start";
+        const x = cx + (anchor === "end" ? -9 : 9);
+        const y = cy - panel.top > 20 ? cy - 8 : cy + 18;
+        svg("text", { x, y, class: "point-label", "text-anchor": anchor }, g).textContent =
+          texts.join(", ");
       }
     }
   }
