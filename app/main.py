@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.api import health, native, tfserving, v2
+from app.api import health, native, tfserving, ui, v2
 from app.api.common import EXTRA_SCHEMAS
 from app.api.handlers import install_error_handlers
 from app.config import Settings, get_settings
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tfserving.router)
     app.include_router(v2.router)
     # Other routers (e.g. the diagnostics page, app.api.ui) are included here.
+    app.include_router(ui.router)
 
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
