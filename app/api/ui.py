@@ -8,8 +8,8 @@ The page is a client of the public API only (``GET /models``, ``GET /models/{nam
 from pathlib import Path
 from typing import Final
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "static"
 
@@ -52,5 +52,6 @@ def ui_asset(name: str) -> Response:
     """One of the page's static files (script, stylesheet)."""
     media_type = _ASSETS.get(name)
     if media_type is None:
-        return JSONResponse({"error": f"No such file for the diagnostics page: {name!r}."}, 404)
+        # The service's one 404 mapping turns this into its `{"error", "request_id"}` body.
+        raise HTTPException(status_code=404)
     return FileResponse(STATIC_DIR / name, media_type=media_type, headers=_HEADERS)
