@@ -15,10 +15,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from surrogate_reference import REFERENCES, grid
 
 import diffround
 
 SIGNATURE = [tf.TensorSpec([None, 6], tf.float32, name="inputs")]
+PRE_ROUND_SIGNATURE = [tf.TensorSpec([None, 4], tf.float32, name="pre_round")]
+PRE_ROUND = grid().reshape(-1, 4)
 X = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
 X_SECOND_BATCH = np.random.default_rng(1).normal(size=(13, 6)).astype(np.float32)
 NO_CUSTOM_GRADIENTS = "ste_custom-no-custom-gradients"
@@ -31,6 +34,7 @@ CHILD = textwrap.dedent(
 
     root, names = sys.argv[1], json.loads(sys.argv[2])
     data = np.load(root + "/inputs.npz")
+    pre_round = tf.constant(data["pre_round"])
     results = {}
     for name in names:
         loaded = tf.saved_model.load(root + "/" + name)
@@ -44,6 +48,11 @@ CHILD = textwrap.dedent(
                 relaxed = loaded.relaxed(x)
             out["relaxed"] = relaxed.numpy().tolist()
             out["grad"] = tape.gradient(relaxed, x).numpy().tolist()
+            with tf.GradientTape() as tape:
+                tape.watch(pre_round)
+                local = loaded.rounding_relaxed(pre_round)
+            out["local_value"] = local.numpy().tolist()
+            out["local_grad"] = tape.gradient(local, pre_round).numpy().tolist()
         except Exception as error:  # the known trap, reported to the test
             out["error"] = type(error).__name__ + ": " + str(error)[:300]
         results[name] = out
@@ -71,6 +80,9 @@ def _export(model, path, options=None):
     archive.track(model)
     archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=SIGNATURE)
     archive.add_endpoint("relaxed", _relaxed_fn(model), input_signature=SIGNATURE)
+    archive.add_endpoint(
+        "rounding_relaxed", model.get_layer("rounding").relaxed, input_signature=PRE_ROUND_SIGNATURE
+    )
     archive.write_out(str(path), options=options, verbose=False)
 
 
@@ -91,7 +103,7 @@ def _keras_side(model):
 def exported(tmp_path_factory):
     """Exports every method once; returns (keras-side results, loaded-side results)."""
     root = tmp_path_factory.mktemp("exports")
-    np.savez(root / "inputs.npz", x=X, x2=X_SECOND_BATCH)
+    np.savez(root / "inputs.npz", x=X, x2=X_SECOND_BATCH, pre_round=PRE_ROUND)
     expected = {}
     for method in diffround.METHODS:
         model = _model(method)
@@ -139,6 +151,19 @@ def test_gradient_through_exported_surrogate_endpoint_is_correct(exported, metho
     assert "error" not in result, result.get("error")
     np.testing.assert_allclose(result["relaxed"], expected[method]["relaxed"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(result["grad"], expected[method]["grad"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", diffround.METHODS)
+def test_exported_local_gradient_matches_numpy_reference(exported, method):
+    _, loaded = exported
+    result = loaded[method]
+    value, grad = REFERENCES[method](PRE_ROUND.ravel().astype(np.float64))
+    value, grad = value.reshape(PRE_ROUND.shape), grad.reshape(PRE_ROUND.shape)
+    np.testing.assert_allclose(result["local_value"], value, rtol=1e-5, atol=1e-5)
+    scale = max(1.0, float(np.max(np.abs(grad))))
+    np.testing.assert_allclose(result["local_grad"], grad, rtol=1e-4, atol=1e-4 * scale)
+    if method in ("ste", "ste_custom"):
+        np.testing.assert_array_equal(result["local_grad"], 1.0)
 
 
 def test_exported_ste_custom_gradient_is_that_of_identity(exported):
