@@ -1,6 +1,7 @@
 """`Annealer`: a Keras callback that anneals a parameter of `DiffRound` layers."""
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -84,7 +85,7 @@ class Annealer(keras.callbacks.Callback):
                 f"Invalid value received for argument `unit`. Expected one of "
                 f"{', '.join(UNITS)}. Received: unit={unit!r}"
             )
-        if isinstance(duration, bool) or not isinstance(duration, int) or duration < 1:
+        if isinstance(duration, bool) or not isinstance(duration, numbers.Integral) or duration < 1:
             raise ValueError(
                 "Invalid value received for argument `duration`. Expected a positive int. "
                 f"Received: duration={duration!r}"
@@ -99,7 +100,7 @@ class Annealer(keras.callbacks.Callback):
         self.parameter = parameter
         self.start = float(start)
         self.end = float(end)
-        self.duration = duration
+        self.duration = int(duration)
         self.schedule = schedule
         self.unit = unit
         self._given_layers = list(layers) if layers is not None else None

@@ -1,5 +1,6 @@
 """`DiffRound`: the Keras layer that rounds, differentiably in training."""
 
+import numbers
 from typing import Any
 
 import keras
@@ -47,14 +48,14 @@ class DiffRound(keras.layers.Layer):
                 f"Unknown parameter(s) seed for method {method!r}. Valid parameters: "
                 f"{', '.join(spec.defaults) or '(none)'}."
             )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(
                 "Invalid value received for argument `seed`. Expected an int or None. "
                 f"Received: seed={seed!r}"
             )
         params = registry.resolve_params(method, kwargs)
         self.method = method
-        self.seed = seed
+        self.seed = None if seed is None else int(seed)
         self.supports_masking = True
         self._static_params = {k: v for k, v in params.items() if k not in spec.float_params}
         self.parameter_variables: dict[str, keras.Variable] = {}
@@ -76,7 +77,7 @@ class DiffRound(keras.layers.Layer):
             trainable=False,
             name="anneal_step",
         )
-        self.seed_generator = keras.random.SeedGenerator(seed) if spec.stochastic else None
+        self.seed_generator = keras.random.SeedGenerator(self.seed) if spec.stochastic else None
         self.built = True
 
     @property

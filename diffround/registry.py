@@ -6,11 +6,13 @@
 """
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from diffround import ops
@@ -164,10 +166,11 @@ def _check(param: Param, value: Any) -> Any:
         f"{_EXPECTED[param.kind]}. Received: {param.name}={value!r}"
     )
     if param.kind == _B:
-        if not isinstance(value, bool):
+        if not isinstance(value, bool | np.bool_):
             raise bad
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
+        return bool(value)
+    # numbers.Real/Integral also admit NumPy scalars (np.float32, np.int64).
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise bad
     if param.kind == _PI:
         if int(value) != value or value < 1:
@@ -212,7 +215,9 @@ def _split_seed(method: str, params: Mapping[str, Any]) -> tuple[dict[str, Any],
         del params["seed"]  # "no seed" is valid for every method (layer configs carry it)
     if "seed" in params and get_spec(method).stochastic:
         seed = params.pop("seed")
-        if seed is not None and not isinstance(seed, int | keras.random.SeedGenerator):
+        if isinstance(seed, bool) or not isinstance(
+            seed, numbers.Integral | keras.random.SeedGenerator
+        ):
             raise ValueError(
                 "Invalid value received for argument `seed`. Expected an int, a "
                 f"keras.random.SeedGenerator or None. Received: seed={seed!r}"

@@ -90,3 +90,17 @@ def test_gradient_reaches_inputs_in_training_mode_only():
         infer = layer(x, training=False)
     np.testing.assert_array_equal(tape.gradient(train, x).numpy(), [[1.0, 1.0]])
     assert tape.gradient(infer, x) is None  # tf.round has no gradient
+
+
+def test_numpy_scalars_are_accepted_as_parameters():
+    layer = diffround.DiffRound(
+        "binary_concrete",
+        temperature=np.float32(0.5),
+        straight_through=np.bool_(False),
+        seed=np.int64(3),
+    )
+    assert layer.current_params() == {"temperature": 0.5, "straight_through": False}
+    assert layer.get_config()["seed"] == 3 and isinstance(layer.get_config()["seed"], int)
+    assert diffround.DiffRound("fourier", terms=np.int64(6)).current_params() == {"terms": 6}
+    annealer = diffround.Annealer("alpha", np.float64(1.0), np.float32(4.0), np.int64(3))
+    assert annealer.duration == 3
