@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api import health, native, tfserving, ui, v2
-from app.api.common import EXTRA_SCHEMAS
+from app.api.common import EXTRA_SCHEMAS, ErrorBody, ProtocolErrorBody
 from app.api.handlers import install_error_handlers
 from app.config import Settings, get_settings
 from app.main_version import VERSION
@@ -44,6 +44,44 @@ their surrogate values and gradients, over the service's own API, TensorFlow
 Serving's REST API (`/v1/...`) and the Open Inference Protocol v2 (`/v2/...`).
 When `API_KEY` is set, model endpoints need `X-API-Key: <key>` or
 `Authorization: Bearer <key>`; health, metrics and docs stay open."""
+
+
+def _document_validation_errors(schema: dict[str, Any]) -> None:
+    """Replace FastAPI's default 422 body (`HTTPValidationError`) with the service's error body.
+
+    Parameter validation errors go through the service's own handler, so the
+    spec must say they come back as `ErrorBody` (native) or `ProtocolErrorBody`.
+    """
+    components = schema["components"]["schemas"]
+    for path, operations in schema.get("paths", {}).items():
+        protocol = path.startswith(("/v1/", "/v2"))
+        body = "ProtocolErrorBody" if protocol else "ErrorBody"
+        for operation in operations.values():
+            response = operation.get("responses", {}).get("422")
+            if response is None:
+                continue
+            content = response.get("content", {}).get("application/json", {})
+            if content.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                if protocol:
+                    del operation["responses"]["422"]
+                    operation["responses"].setdefault(
+                        "400",
+                        {
+                            "description": "Invalid argument",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": f"#/components/schemas/{body}"}
+                                }
+                            },
+                        },
+                    )
+                else:
+                    response["description"] = "Invalid input"
+                    content["schema"] = {"$ref": f"#/components/schemas/{body}"}
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    components.setdefault("ProtocolErrorBody", ProtocolErrorBody.model_json_schema())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -103,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in EXTRA_SCHEMAS.items():
                 components.setdefault(name, definition)
+            _document_validation_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
