@@ -157,6 +157,8 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
 
 
 def compose_config(*files: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`docker-compose config` of the files (none: Compose's default pair,
+    docker-compose.yml + docker-compose.override.yml)."""
     args = [tool("docker-compose")]
     for f in files:
         args += ["-f", f]
@@ -172,11 +174,18 @@ def compose_config(*files: str, env: dict[str, str] | None = None) -> dict[str, 
     return yaml.safe_load(result.stdout)
 
 
+def test_compose_up_publishes_port_8000_on_loopback() -> None:
+    assert "ports" not in compose_config("docker-compose.yml")["services"]["diffround"]
+    config = compose_config()  # what `docker compose up` reads
+    assert config["services"]["diffround"]["ports"] == ["127.0.0.1:8000:8000/tcp"]
+    bound = compose_config(env={"DIFFROUND_BIND": "0.0.0.0", "DIFFROUND_PORT": "9000"})
+    assert bound["services"]["diffround"]["ports"] == ["0.0.0.0:9000:8000/tcp"]
+
+
 def test_compose_file_validates_and_wires_service_and_trainer() -> None:
     config = compose_config("docker-compose.yml")
     service, train = config["services"]["diffround"], config["services"]["train"]
 
-    assert service["ports"] == ["127.0.0.1:8000:8000/tcp"]
     assert service["restart"] == "unless-stopped"
     assert "/readyz" in " ".join(service["healthcheck"]["test"])
     env = service["environment"]
