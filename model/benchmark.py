@@ -35,6 +35,12 @@ from model.train import DEFAULT_BATCH_SIZE, TrainConfig, fit_config, layer_param
 DEFAULT_EPOCHS = 30
 DEFAULT_SEEDS = (0, 1, 2)
 REPRODUCE_COMMAND = "python -m model.benchmark --out docs/"
+SHARE_KEYS = (
+    "dead_gradient_share",
+    "exploding_gradient_share",
+    "negative_gradient_share",
+    "surrogate_gap",
+)
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,31 @@ def gradient_shares(pre_round: np.ndarray, method: str, params: dict[str, Any]) 
     }
 
 
+class InitialGradients(keras.callbacks.Callback):
+    """Records the gradient shares at the start of training (weights at initialisation).
+
+    Placed after the annealer, so an annealed parameter has its start value.
+
+    Args:
+        task_model: The task being trained.
+        x: Held-out inputs.
+        method: The rounding method.
+    """
+
+    def __init__(self, task_model: tasks.TaskModel, x: np.ndarray, method: str) -> None:
+        super().__init__()
+        self.task_model = task_model
+        self.x = x
+        self.method = method
+        self.shares: dict[str, float] = {}
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        rounding = self.task_model.rounding
+        assert rounding is not None
+        pre_round = evaluate.code_outputs(self.task_model, self.x).pre_round
+        self.shares = gradient_shares(pre_round, self.method, layer_params(rounding))
+
+
 def run_one(
     variant: Variant, task: str, seed: int, epochs: int, split: DigitsSplit
 ) -> dict[str, Any]:
@@ -156,7 +187,15 @@ def run_one(
         batch_size=DEFAULT_BATCH_SIZE,
         seed=seed,
     )
-    fitted = fit_config(config, split, verbose=0)
+    initial: list[InitialGradients] = []
+
+    def recorder(task_model: tasks.TaskModel) -> list[keras.callbacks.Callback]:
+        if variant.method is None:
+            return []
+        initial.append(InitialGradients(task_model, split.x_test, variant.method))
+        return initial
+
+    fitted = fit_config(config, split, verbose=0, extra_callbacks=recorder)
     record: dict[str, Any] = {
         "task": task,
         "variant": variant.label,
@@ -166,15 +205,12 @@ def run_one(
     }
     rounding = fitted.task_model.rounding
     if rounding is None or variant.method is None:
-        record.update(
-            dead_gradient_share=None,
-            exploding_gradient_share=None,
-            negative_gradient_share=None,
-            surrogate_gap=None,
-        )
+        record.update(dict.fromkeys(SHARE_KEYS))
+        record["initial_dead_gradient_share"] = None
     else:
         pre_round = evaluate.code_outputs(fitted.task_model, split.x_test).pre_round
         record.update(gradient_shares(pre_round, variant.method, layer_params(rounding)))
+        record["initial_dead_gradient_share"] = initial[0].shares["dead_gradient_share"]
     return record
 
 

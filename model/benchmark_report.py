@@ -33,7 +33,8 @@ MISMATCH_TITLE = {
     "digit-hash": "mismatch: MSE, surrogate − hard",
 }
 SHARE_COLUMNS = (
-    ("dead_gradient_share", "dead grad."),
+    ("initial_dead_gradient_share", "dead grad. at init"),
+    ("dead_gradient_share", "dead grad. trained"),
     ("exploding_gradient_share", "exploding grad."),
     ("negative_gradient_share", "wrong-sign grad."),
 )
@@ -83,6 +84,38 @@ def best_row(
     if not candidates:
         return None
     return (max if spec.higher_is_better else min)(candidates, key=lambda item: item[1])
+
+
+def findings(
+    records: Sequence[dict[str, Any]], rows: Sequence[Variant], task_names: Sequence[str]
+) -> list[str]:
+    """Sentences read off the table: the seed answers' failure modes, with their numbers."""
+    lines = ["## The seed answers' failure modes, in numbers", ""]
+
+    def pct(task: str, label: str, key: str) -> str:
+        data = values(records, task, label, key)
+        return f"{100 * data.mean():.1f} %" if data.size else "—"
+
+    for row in rows:
+        if row.kind != "seed":
+            continue
+        parts = []
+        for task in task_names:
+            key, title, percent = HARD_COLUMNS[task][0]
+            data = values(records, task, row.label, key)
+            if not data.size:
+                continue
+            metric = f"{100 * data.mean():.1f} %" if percent else f"{data.mean():.4f}"
+            parts.append(
+                f"{task}: {title} {metric}, dead gradients "
+                f"{pct(task, row.label, 'initial_dead_gradient_share')} at initialisation, "
+                f"wrong-sign gradients {pct(task, row.label, 'negative_gradient_share')}, "
+                f"exploding {pct(task, row.label, 'exploding_gradient_share')}"
+            )
+        if parts:
+            lines.append(f"- **{row.label}** ({row.note}): " + "; ".join(parts) + ".")
+    lines.append("")
+    return lines
 
 
 def task_table(records: Sequence[dict[str, Any]], rows: Sequence[Variant], task: str) -> list[str]:
@@ -185,6 +218,7 @@ def markdown(
                 f"**{row.label}** ({shown}).",
             ]
         lines.append("")
+    lines += findings(records, rows, task_names)
     lines += [
         f"![method benchmark]({PLOT_NAME})",
         "",
@@ -243,6 +277,25 @@ def _bar_panel(
     ax.grid(axis="x", alpha=0.3)
 
 
+def _dead_panel(
+    ax: Any, records: Sequence[dict[str, Any]], rows: Sequence[Variant], task: str
+) -> None:
+    """Bars: dead local gradients at initialisation; black marks: after training."""
+    shown = [r for r in rows if values(records, task, r.label, "dead_gradient_share").size]
+    _bar_panel(
+        ax,
+        records,
+        shown,
+        task,
+        "initial_dead_gradient_share",
+        f"{task}: dead local gradients (%), bars at init, ◆ trained",
+        percent=True,
+    )
+    trained = [100 * values(records, task, r.label, "dead_gradient_share").mean() for r in shown]
+    ax.scatter(trained, np.arange(len(shown)), marker="D", s=16, color="black", zorder=3)
+    ax.set_xlim(0, 102)
+
+
 def plot(
     records: Sequence[dict[str, Any]],
     rows: Sequence[Variant],
@@ -258,15 +311,7 @@ def plot(
         arrow = "higher is better" if tasks.get_spec(task).higher_is_better else "lower is better"
         title = f"{task}: {title}{' (%)' if percent else ''}, hard rounding ({arrow})"
         _bar_panel(axes[0, column], records, rows, task, key, title, percent)
-        _bar_panel(
-            axes[1, column],
-            records,
-            rows,
-            task,
-            "dead_gradient_share",
-            f"{task}: dead local gradients at held-out inputs (%)",
-            percent=True,
-        )
+        _dead_panel(axes[1, column], records, rows, task)
     fig.suptitle(
         "Rounding surrogates: mean ± std over seeds (red: the seed answers' constants)", fontsize=11
     )

@@ -19,7 +19,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,7 +284,12 @@ class Fitted:
     final_loss: float
 
 
-def fit_config(config: TrainConfig, split: DigitsSplit, verbose: int | str = "auto") -> Fitted:
+def fit_config(
+    config: TrainConfig,
+    split: DigitsSplit,
+    verbose: int | str = "auto",
+    extra_callbacks: Callable[[tasks.TaskModel], Sequence[keras.callbacks.Callback]] | None = None,
+) -> Fitted:
     """Seeds everything, builds the task around the rounding layer and trains it.
 
     Args:
@@ -292,6 +297,8 @@ def fit_config(config: TrainConfig, split: DigitsSplit, verbose: int | str = "au
             reference (no rounding layer; used by the benchmark only).
         split: The data.
         verbose: ``Model.fit`` verbosity.
+        extra_callbacks: Called with the built (untrained) task model; returns
+            more Keras callbacks, run after the annealer (if any).
 
     Returns:
         The trained model and its training facts.
@@ -319,6 +326,8 @@ def fit_config(config: TrainConfig, split: DigitsSplit, verbose: int | str = "au
             callbacks.append(make_annealer(rounding, anneal))
         except ValueError as error:
             raise ConfigError(str(error)) from None
+    if extra_callbacks is not None:
+        callbacks.extend(extra_callbacks(task_model))
     started = time.perf_counter()
     history = tasks.fit(
         task_model, split, config.epochs, config.batch_size, callbacks=callbacks, verbose=verbose

@@ -38,6 +38,7 @@ def test_tiny_benchmark_writes_table_and_plot(tmp_path):
     rows = [row for row in benchmark.variants() if row.label in ("float (no rounding)", "ste")]
     records = benchmark.run(rows, ["digit-bits", "digit-hash"], seeds=[0, 1], epochs=1)
     assert len(records) == 2 * 2 * 2
+    assert all(r["initial_dead_gradient_share"] == 0.0 for r in records if r["variant"] == "ste")
     ste_bits = [r for r in records if r["variant"] == "ste" and r["task"] == "digit-bits"]
     assert all(0.0 <= r["exact_match"] <= 1.0 for r in ste_bits)
     # STE's relaxed forward is the exact round: no train/serve mismatch.
