@@ -10,7 +10,7 @@ export HOST PORT MODELS_ROOT
 # The default model the service ships with (see docs/method-benchmark.md for why this method).
 DEFAULT_TASK   ?= digit-bits
 DEFAULT_MODEL  ?= digit-bits
-TRAIN_ARGS     ?= --task $(DEFAULT_TASK) --name $(DEFAULT_MODEL) --method soft_round --anneal alpha:linear:1:12 --epochs 30 --seed 0
+TRAIN_ARGS     ?= --task $(DEFAULT_TASK) --name $(DEFAULT_MODEL) --method sine --epochs 30 --seed 0
 
 .PHONY: setup system-deps run train default-model test bench lint format soak clean
 
