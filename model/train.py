@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import time
@@ -34,6 +35,8 @@ from model.data import DigitsSplit, load_split
 #: Defaults of the command (the default model's settings live in the Makefile's TRAIN_ARGS).
 DEFAULT_EPOCHS = 30
 DEFAULT_BATCH_SIZE = 32
+#: A model name is one directory level; a leading dot would hide it from the service.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def parse_value(text: str) -> Any:
@@ -123,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models-root", default=os.environ.get("MODELS_ROOT", "models"), type=Path)
     parser.add_argument("--name", default=None, help="model name (default: the task)")
     parser.add_argument(
-        "--verbose", default="auto", help="Keras fit verbosity: auto, 0, 1 or 2 (default auto)"
+        "--verbose",
+        default="auto",
+        choices=["auto", "0", "1", "2"],
+        help="Keras fit verbosity (default auto: a progress bar)",
     )
     return parser
 
@@ -135,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be positive")
+    if args.name is not None and not MODEL_NAME.fullmatch(args.name):
+        parser.error(
+            f"--name must be letters, digits, '_', '-' or '.', not starting with '.'; "
+            f"got {args.name!r}"
+        )
     config = TrainConfig(
         task=args.task,
         method=args.method,

@@ -88,6 +88,14 @@ def test_cli_rejects_unknown_parameters_before_training(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("name", ["../escape", ".hidden", "a/b", ""])
+def test_cli_rejects_model_names_that_are_not_one_visible_directory(name, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--name", name, "--models-root", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert not list(tmp_path.iterdir())
+
+
 def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
