@@ -1,0 +1,98 @@
+"""Where the service's time goes: py-spy sampling the worker under 32-connection 1-row load."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+from bench.common import CACHE_DIR, CLIENT_CPU, Server
+from bench.loadgen import run_wrk
+
+#: (bucket, test on a frame's text), checked from the innermost frame outwards:
+#: a sample goes to the first bucket any of its frames matches.
+BUCKETS = (
+    ("model call (TensorFlow)", ("tensorflow/", "predictor.py")),
+    ("request parsing + validation (orjson, NumPy)", ("app/validation.py", "read_json")),
+    ("response (orjson render)", ("NumpyJSONResponse", "render (app/api/common.py")),
+    ("metrics + logging middleware", ("prometheus_client", "app/middleware.py", "logging/")),
+    ("FastAPI/Starlette routing, dependencies", ("fastapi/", "starlette/")),
+    ("uvicorn protocol (httptools)", ("uvicorn/",)),
+    ("batcher + event loop", ("app/batching.py", "asyncio/", "uvloop")),
+)
+
+
+def py_spy() -> str | None:
+    """The py-spy executable next to this Python (the `bench` extra), if installed."""
+    for candidate in (str(Path(sys.executable).parent / "py-spy"), shutil.which("py-spy")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def summarize(raw: Path, top: int = 15) -> dict:
+    """Self time per function and inclusive time per bucket from py-spy's collapsed stacks."""
+    self_time: Counter[str] = Counter()
+    buckets: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        self_time[frames[-1]] += count
+        for frame in reversed(frames):
+            bucket = next((b for b, keys in BUCKETS if any(k in frame for k in keys)), None)
+            if bucket is not None:
+                buckets[bucket] += count
+                break
+        else:
+            buckets["other"] += count
+    return {
+        "samples": total,
+        "buckets": [(name, round(100 * n / total, 1)) for name, n in buckets.most_common()],
+        "self_top": [(frame, round(100 * n / total, 1)) for frame, n in self_time.most_common(top)],
+    }
+
+
+def record(server: Server, url: str, body: Path, *, seconds: float) -> dict:
+    """Sample the server's process (py-spy, on the client's core) while wrk drives it."""
+    executable = py_spy()
+    if executable is None:
+        return {"skipped": "py-spy not installed (pip install -e '.[bench]')"}
+    raw = CACHE_DIR / "profile-service.txt"
+    argv = [
+        "taskset",
+        "-c",
+        CLIENT_CPU,
+        executable,
+        "record",
+        "--pid",
+        str(server.process.pid),
+        "--duration",
+        str(round(seconds)),
+        "--rate",
+        "200",
+        "--nonblocking",
+        "--format",
+        "raw",
+        "--output",
+        str(raw),
+    ]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    loader = threading.Thread(
+        target=run_wrk,
+        args=(server.name, url, body),
+        kwargs={"rows": 1, "connections": 32, "seconds": seconds + 1},
+    )
+    loader.start()
+    _, err = spy.communicate(timeout=seconds + 60)
+    loader.join()
+    if spy.returncode != 0 or not raw.exists():
+        return {"skipped": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
+    return summarize(raw)

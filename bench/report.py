@@ -1,0 +1,413 @@
+"""The table of ratios against the targets, and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+NOTES_BEGIN = "<!-- notes:begin (kept by python -m bench across runs) -->"
+NOTES_END = "<!-- notes:end -->"
+
+
+def find(loads: list[dict], server: str, path: str, rows: int, connections: int) -> dict | None:
+    for load in loads:
+        if (
+            load["server"] == server
+            and "/" + load["path"].lstrip("/") == path
+            and load["rows"] == rows
+            and load["connections"] == connections
+        ):
+            return load
+    return None
+
+
+def _target(
+    name: str, measured: str, ratio: float | None, goal: str, ok: bool | None, miss: str = ""
+) -> dict[str, Any]:
+    return {
+        "target": name,
+        "measured": measured,
+        "ratio": ratio,
+        "goal": goal,
+        "pass": ok,
+        "miss": miss,
+    }
+
+
+def targets(results: dict) -> list[dict[str, Any]]:
+    """Each target of issue 6 as (measured, ratio, goal, pass/miss, by how much)."""
+    out: list[dict[str, Any]] = []
+    http = results.get("http") or {}
+    loads = http.get("loads") or []
+    svc32 = find(loads, "service", "/predict", 1, 32)
+    if svc32:
+        for other, goal, need in (
+            ("floor", ">= 0.70", 0.70),
+            ("naive", ">= 3.0", 3.0),
+            ("peer", "> 1.0", 1.0),
+        ):
+            ref = find(loads, other, _predict_path(other), 1, 32)
+            if ref is None or not ref["rps"]:
+                out.append(
+                    _target(
+                        f"/predict 1-row, 32 conns: req/s vs {other}",
+                        "not measured",
+                        None,
+                        goal,
+                        None,
+                    )
+                )
+                continue
+            ratio = svc32["rps"] / ref["rps"]
+            ok = ratio >= need if other != "peer" else ratio > need
+            out.append(
+                _target(
+                    f"/predict 1-row, 32 conns: req/s vs {_label(other)}",
+                    f"{svc32['rps']:,.0f} vs {ref['rps']:,.0f} req/s",
+                    ratio,
+                    goal,
+                    ok,
+                    "" if ok else f"needs {need / ratio:.2f}x more",
+                )
+            )
+        p99 = svc32["p99_ms"]
+        out.append(
+            _target(
+                "p99 at 32 conns (ms, vs 25 ms)",
+                f"{p99:.1f} ms",
+                p99 / 25.0,
+                "<= 1.0",
+                p99 <= 25.0,
+                "" if p99 <= 25 else f"{p99 - 25:.1f} ms over",
+            )
+        )
+    limit = results.get("limit") or {}
+    big = find(loads, "service", "/predict", 1024, 4)
+    if big and limit.get("json_call_b1024_rows_per_s"):
+        ref = limit["json_call_b1024_rows_per_s"]
+        ratio = big["rps"] * 1024 / ref
+        out.append(
+            _target(
+                "1024-row requests: rows/s vs in-process JSON decode + call",
+                f"{big['rps'] * 1024:,.0f} vs {ref:,.0f} rows/s",
+                ratio,
+                ">= 0.50",
+                ratio >= 0.5,
+                "" if ratio >= 0.5 else f"needs {0.5 / ratio:.2f}x more",
+            )
+        )
+    g1 = find(loads, "service", "/grad", 1, 1)
+    p1 = find(loads, "service", "/predict", 1, 1)
+    if g1 and p1:
+        ratio = g1["p50_ms"] / p1["p50_ms"]
+        out.append(
+            _target(
+                "/grad batch 1 latency vs /predict (p50, 1 conn)",
+                f"{g1['p50_ms']:.2f} vs {p1['p50_ms']:.2f} ms",
+                ratio,
+                "<= 2.0",
+                ratio <= 2.0,
+                "" if ratio <= 2 else f"{ratio / 2:.2f}x over",
+            )
+        )
+    cold = results.get("cold") or {}
+    if cold:
+        ratio = cold["service_ready_s"] / cold["import_tf_s"]
+        out.append(
+            _target(
+                "cold start vs `import tensorflow`",
+                f"{cold['service_ready_s']:.2f} vs {cold['import_tf_s']:.2f} s",
+                ratio,
+                "<= 2.0",
+                ratio <= 2.0,
+                "" if ratio <= 2 else f"{ratio / 2:.2f}x over",
+            )
+        )
+        rss = (http.get("servers", {}).get("service", {}) or {}).get("rss_mb_after_load")
+        rss = rss or cold["service_ready_rss_mb"]
+        ratio = rss / cold["import_tf_rss_mb"]
+        out.append(
+            _target(
+                "RSS per worker (after load) vs `import tensorflow`",
+                f"{rss:,.0f} vs {cold['import_tf_rss_mb']:,.0f} MiB",
+                ratio,
+                "<= 1.2",
+                ratio <= 1.2,
+                "" if ratio <= 1.2 else f"{ratio / 1.2:.2f}x over",
+            )
+        )
+    surrogates = results.get("surrogates") or {}
+    methods = surrogates.get("methods") or {}
+    ste = (methods.get("ste") or {}).get("xla_ms")
+    if isinstance(ste, float):
+        worst, worst_ratio = None, 0.0
+        for method, row in methods.items():
+            value = row.get("xla_ms")
+            ratio = value / ste if isinstance(value, float) else float("inf")
+            if ratio > worst_ratio:
+                worst, worst_ratio = method, ratio
+        ok = worst_ratio <= 3.0
+        out.append(
+            _target(
+                "every surrogate fwd+bwd vs `ste`, XLA (worst)",
+                f"{worst}",
+                worst_ratio,
+                "<= 3.0",
+                ok,
+                "" if ok else f"{worst_ratio / 3:.2f}x over",
+            )
+        )
+    return out
+
+
+def _predict_path(server: str) -> str:
+    return "/v1/models/digit-bits:predict" if server == "peer" else "/predict"
+
+
+def _label(server: str) -> str:
+    return {"floor": "trivial endpoint", "naive": "naive", "peer": "KServe"}.get(server, server)
+
+
+def targets_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| target | measured | ratio | goal | result |", "|---|---|---|---|---|"]
+    for row in rows:
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        result = (
+            "not measured"
+            if row["pass"] is None
+            else "pass"
+            if row["pass"]
+            else f"**miss** ({row['miss']})"
+        )
+        lines.append(
+            f"| {row['target']} | {row['measured']} | {ratio} | {row['goal']} | {result} |"
+        )
+    return "\n".join(lines)
+
+
+def _http_table(loads: list[dict]) -> str:
+    names = [
+        n for n in ("service", "floor", "naive", "peer") if any(x["server"] == n for x in loads)
+    ]
+    head = (
+        "| connections | "
+        + " | ".join(
+            f"{_label(n) if n != 'service' else 'service'} req/s (p50 / p99 ms)" for n in names
+        )
+        + " |"
+    )
+    lines = [head, "|---" * (len(names) + 1) + "|"]
+    for c in (1, 8, 32, 128):
+        cells = []
+        for n in names:
+            load = find(loads, n, _predict_path(n), 1, c)
+            cells.append(
+                "-"
+                if load is None
+                else f"{load['rps']:,.0f} ({load['p50_ms']:.1f} / {load['p99_ms']:.1f})"
+                + (f" [{load['errors']} errors]" if load["errors"] else "")
+            )
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(results: dict, command: str, previous: str | None) -> str:
+    """docs/benchmarks.md: command, machine, targets, details, profile, kept notes."""
+    meta = results["machine"]
+    rows = targets(results)
+    http = results.get("http") or {}
+    loads = http.get("loads") or []
+    limit = results.get("limit") or {}
+    out = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{command}` ({results['mode']} run) on {meta['date']}; "
+        "`make bench` runs the full one (about 10-15 minutes).",
+        "",
+        "Absolute numbers on this shared 2-core VM move by +-20% or more from run to run "
+        "(other work ran on the machine at the same time: load average "
+        f"{meta['load_average_at_start']} at the start), so every target is a ratio of two "
+        "numbers measured side by side in this run, interleaved repetition by repetition.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {meta['cpu']}, {meta['cores']} cores, {meta['memory_gib']} GiB; {meta['os']}",
+        f"- Python {meta['python']}, TensorFlow {meta['tensorflow']}, FastAPI {meta['fastapi']}, "
+        f"uvicorn {meta['uvicorn']} (uvloop {meta['uvloop']}, httptools {meta['httptools']}), "
+        f"orjson {meta['orjson']}; {meta['wrk']}",
+        "- Load: `wrk -t1` pinned to core 0 (`taskset -c 0`) with `bench/post.lua`; each server "
+        "pinned to core 1 with one worker (WORKERS=1); TensorFlow at 1 intra-op / 1 inter-op "
+        "thread in the service, the in-process limit and the peer; all traffic on 127.0.0.1.",
+        f"- Each HTTP cell: median of {results['reps']} interleaved runs of "
+        f"{results['seconds']:g} s.",
+        "",
+        "## Targets",
+        "",
+        targets_table(rows),
+        "",
+    ]
+    if limit:
+        out += [
+            "## The limit: the SavedModel in-process (one core, 1/1 threads)",
+            "",
+            "| what | calls/s | rows/s |",
+            "|---|---|---|",
+        ]
+        for key, label in (
+            ("call_b1", "`serving_default`, batch 1"),
+            ("call_b64", "`serving_default`, batch 64"),
+            ("call_b1024", "`serving_default`, batch 1024"),
+            ("json_call_b1", "orjson decode + NumPy + call, 1 row"),
+            ("json_call_b1024", "orjson decode + NumPy + call, 1024 rows"),
+        ):
+            if f"{key}_calls_per_s" in limit:
+                out.append(
+                    f"| {label} | {limit[f'{key}_calls_per_s']:,.0f} | "
+                    f"{limit[f'{key}_rows_per_s']:,.0f} |"
+                )
+        for key, label in (("grad_b1", "`grad`, batch 1"), ("grad_b64", "`grad`, batch 64")):
+            if f"{key}_calls_per_s" in limit:
+                calls = limit[f"{key}_calls_per_s"]
+                rows_n = 1 if key == "grad_b1" else 64
+                out.append(f"| {label} | {calls:,.0f} | {calls * rows_n:,.0f} |")
+        out.append("")
+    if loads:
+        per_call = http.get("requests_per_model_call") or {}
+        out += [
+            "## HTTP: 1-row requests",
+            "",
+            "Service = `python -m app`; trivial endpoint = `bench/floor_app.py` (a FastAPI route "
+            "returning a constant dict, same uvicorn options); naive = `bench/naive_server.py` "
+            "(pydantic `list[list[float]]`, one `serving_default` call per request); "
+            "KServe = `bench/peer_kserve.py` (KServe "
+            f"{results.get('peer_version', '0.21')} Python model server, v1 protocol, same "
+            "SavedModel, gRPC, latency log and access log off).",
+            "",
+            _http_table(loads),
+            "",
+        ]
+        if per_call:
+            out += [
+                "Requests per model call in the service (dynamic batching, from its "
+                "`/metrics`): " + ", ".join(f"{v} at {c}" for c, v in per_call.items()) + ".",
+                "",
+            ]
+        out += [
+            "## Large requests and /grad",
+            "",
+            "| server | request | connections | req/s | rows/s | p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for load in loads:
+            if load["rows"] == 1 and "grad" not in load["path"]:
+                continue
+            out.append(
+                f"| {_label(load['server']) if load['server'] != 'service' else 'service'} "
+                f"| {'/' + load['path'].lstrip('/')} x {load['rows']} rows "
+                f"| {load['connections']} | {load['rps']:,.1f} | "
+                f"{load['rps'] * load['rows']:,.0f} | {load['p50_ms']:.1f} | "
+                f"{load['p99_ms']:.1f} |"
+            )
+        out.append("")
+    cold = results.get("cold")
+    if cold:
+        servers = http.get("servers") or {}
+        out += [
+            "## Cold start and memory",
+            "",
+            "| what | time to ready (s) | RSS (MiB) |",
+            "|---|---|---|",
+            f'| `python -c "import tensorflow"` (spawn to import done) | '
+            f"{cold['import_tf_s']:.2f} | {cold['import_tf_rss_mb']:,.0f} |",
+            f"| service, 1 worker (spawn to first 200 on `/readyz`) | "
+            f"{cold['service_ready_s']:.2f} | {cold['service_ready_rss_mb']:,.0f} |",
+        ]
+        for name in ("service", "naive", "peer", "floor"):
+            rss = (servers.get(name) or {}).get("rss_mb_after_load")
+            if rss:
+                out.append(
+                    f"| {_label(name) if name != 'service' else 'service'}, after the "
+                    f"load runs | - | {rss:,.0f} |"
+                )
+        out += [
+            "",
+            f"Samples (s): import {cold['samples']['import_tf_s']}, "
+            f"service {cold['samples']['service_ready_s']}.",
+            "",
+        ]
+    two = results.get("workers2")
+    if two:
+        out += ["## Extra: WORKERS=2, unpinned (server and wrk share both cores)", ""]
+        out.append(
+            f"Ready after {two['ready_after_s']:.2f} s. "
+            + "; ".join(
+                f"{x['connections']} connections: {x['rps']:,.0f} req/s, p50 {x['p50_ms']:.1f} ms, "
+                f"p99 {x['p99_ms']:.1f} ms"
+                for x in two["loads"]
+            )
+            + "."
+        )
+        if two.get("memory"):
+            out.append(
+                "Per worker: "
+                + "; ".join(
+                    f"RSS {m['rss_mb']:,.0f} MiB (PSS {m['pss_mb']:,.0f}, USS {m['uss_mb']:,.0f})"
+                    for m in two["memory"]
+                )
+                + "."
+            )
+        out.append("")
+    surrogates = results.get("surrogates")
+    if surrogates and surrogates.get("methods"):
+        methods = surrogates["methods"]
+        ste = methods.get("ste", {})
+        out += [
+            f"## Surrogates: forward + backward on {surrogates['elements']:,} float32 "
+            "elements (one core)",
+            "",
+            "`tf.function` computing `tape.gradient(reduce_sum(surrogate(x)), x)`, default "
+            "parameters; median ms per call; ratio to `ste` in the same mode.",
+            "",
+            "| method | graph ms | / ste | XLA ms | / ste (XLA) |",
+            "|---|---|---|---|---|",
+        ]
+        for method, row in methods.items():
+            cells = []
+            for key in ("graph_ms", "xla_ms"):
+                value, ref = row.get(key), ste.get(key)
+                if isinstance(value, float) and isinstance(ref, float):
+                    cells += [f"{value:.2f}", f"{value / ref:.2f}"]
+                else:
+                    cells += [str(value), "-"]
+            out.append(f"| `{method}` | " + " | ".join(cells) + " |")
+        out.append("")
+    prof = http.get("profile") or {}
+    if prof:
+        out += ["## Profile: the service under 32 connections (py-spy, 200 Hz)", ""]
+        if "skipped" in prof:
+            out += [f"Skipped: {prof['skipped']}", ""]
+        else:
+            out += [
+                f"{prof['samples']} samples of the worker's threads while busy. Inclusive "
+                "share by component (innermost matching frame):",
+                "",
+                "| component | share |",
+                "|---|---|",
+            ]
+            out += [f"| {name} | {share}% |" for name, share in prof["buckets"]]
+            out += ["", "Top functions by self time:", "", "| function | self |", "|---|---|"]
+            out += [f"| `{frame[:110]}` | {share}% |" for frame, share in prof["self_top"]]
+            out.append("")
+    out += ["## Notes", "", NOTES_BEGIN, _kept_notes(previous), NOTES_END, ""]
+    return "\n".join(out)
+
+
+def _kept_notes(previous: str | None) -> str:
+    if previous and NOTES_BEGIN in previous and NOTES_END in previous:
+        return previous.split(NOTES_BEGIN, 1)[1].split(NOTES_END, 1)[0].strip("\n")
+    return "(Hand-written analysis goes here; python -m bench keeps it across runs.)"
+
+
+def write(path: Path, results: dict, command: str) -> None:
+    previous = path.read_text() if path.exists() else None
+    path.write_text(render(results, command, previous))
