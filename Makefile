@@ -48,6 +48,7 @@ soak: setup
 	$(BIN)/python -m pytest tests/reliability -m soak --soak-seconds 60
 
 bench: setup system-deps
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 
 lint: setup
