@@ -38,13 +38,20 @@ class NumpyJSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-async def read_json(request: Request) -> tuple[bytes, Any]:
+async def read_json(request: Request, *, check_content_type: bool = True) -> tuple[bytes, Any]:
     """Check the Content-Type, read the body (size-limited by the middleware), decode it.
+
+    Args:
+        request: The request.
+        check_content_type: Refuse non-JSON Content-Types with 415 (TF Serving's
+            routes skip this: TF Serving ignores the header, and `curl -d`
+            sends a form type).
 
     Returns:
         The raw body and the decoded document.
     """
-    check_json_content_type(request.headers.get("content-type"))
+    if check_content_type:
+        check_json_content_type(request.headers.get("content-type"))
     body = await request.body()
     return body, decode_json(body)
 

@@ -7,7 +7,9 @@
 - `GET /v1/models/{name}[/versions/{v}]/metadata`: signature defs.
 
 Errors are `{"error": msg}` with TF Serving's codes: 400 invalid argument,
-404 not found, 503 unavailable (plus 401, 413, 415 from the HTTP layer).
+404 not found, 503 unavailable (plus 401 and 413 from the HTTP layer). Like
+TF Serving, the body is read as JSON whatever its Content-Type (`curl -d`
+sends a form type).
 """
 
 from typing import Any
@@ -79,7 +81,7 @@ async def _predict(
     name: str,
     version: int | None,
 ) -> Response:
-    body, document = await read_json(request)
+    body, document = await read_json(request, check_content_type=False)
     document = require_object(document, _FIELDS)
     signature = document.get("signature_name")
     if signature is None:
@@ -208,7 +210,7 @@ _PREDICT_DOC = {
     "response_model": None,
     "responses": {
         200: {"model": TFServingPredictResponse},
-        **error_responses(400, 401, 404, 413, 415, 503, protocol=True),
+        **error_responses(400, 401, 404, 413, 503, protocol=True),
     },
     "openapi_extra": request_body(TFServingPredictRequest),
 }

@@ -192,7 +192,7 @@ def test_openapi_documents_every_error_status_with_its_body(models_root: Path) -
     expectations = {
         ("/predict", "post"): {"200", "401", "404", "413", "415", "422", "500", "503"},
         ("/grad", "post"): {"200", "401", "404", "413", "415", "422", "500", "503"},
-        ("/v1/models/{name}:predict", "post"): {"200", "400", "401", "404", "413", "415", "503"},
+        ("/v1/models/{name}:predict", "post"): {"200", "400", "401", "404", "413", "503"},
         ("/v2/models/{name}/infer", "post"): {"200", "400", "401", "404", "413", "415", "503"},
         ("/readyz", "get"): {"200", "503"},
     }

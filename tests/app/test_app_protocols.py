@@ -43,6 +43,24 @@ def test_tfserving_predict_row_and_columnar_forms(models_root: Path, rows, expec
     np.testing.assert_array_equal(versioned.json()["predictions"], expected["outputs"])
 
 
+def test_tfserving_predict_reads_json_whatever_the_content_type(
+    models_root: Path, rows, expected, run
+) -> None:
+    """`curl -d` sends application/x-www-form-urlencoded; TF Serving reads the body as JSON."""
+
+    async def go():
+        async with serving(make_settings(models_root)) as client:
+            return await client.post(
+                "/v1/models/digit-bits:predict",
+                content=orjson.dumps({"instances": rows.tolist()}),
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+
+    response = run(go())
+    assert response.status_code == 200, response.text
+    np.testing.assert_array_equal(response.json()["predictions"], expected["outputs"])
+
+
 def test_tfserving_grad_signature_keys_rows_and_columns_by_output_name(
     models_root: Path, rows, expected, run
 ) -> None:
