@@ -48,7 +48,7 @@ class ObservabilityMiddleware:
     An incoming `X-Request-ID` of up to 128 safe characters is kept; otherwise
     a new one is made. Anything a route raises that no handler took becomes a
     generic 500 `{"error", "request_id"}`, with the traceback only in the log.
-    Successful requests are logged at debug level, 4xx at info, 5xx at error.
+    Successful requests are logged at debug level, 4xx and 503 at info, other 5xx at error.
 
     Args:
         app: The wrapped ASGI app.
@@ -98,8 +98,13 @@ class ObservabilityMiddleware:
             label = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(label, scope["method"], str(status)).inc()
             self.metrics.latency.labels(label).observe(elapsed)
+            # 503 (not ready yet) is expected while loading: info, like a 4xx.
             level = (
-                logging.ERROR if status >= 500 else logging.INFO if status >= 400 else logging.DEBUG
+                logging.ERROR
+                if status >= 500 and status != 503
+                else logging.INFO
+                if status >= 400
+                else logging.DEBUG
             )
             if logger.isEnabledFor(level):
                 logger.log(

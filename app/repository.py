@@ -222,6 +222,9 @@ class ModelRepository:
 
     async def start(self) -> None:
         """Start the poller: a first scan at once, then one every `POLL_INTERVAL_S`."""
+        # A fresh lock per lifespan: an asyncio lock binds to the loop that first waits on it,
+        # and a test harness may run the lifespan again on another loop.
+        self._lock = asyncio.Lock()
         self._task = asyncio.create_task(self._poll_forever(), name="model-poller")
 
     async def stop(self) -> None:
