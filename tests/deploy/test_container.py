@@ -260,6 +260,7 @@ def wait_healthy(stack: Stack, container: str, timeout_s: float = 240) -> float:
 
 
 def copy_models_out(stack: Stack, container: str, dest: Path) -> Path:
+    dest.mkdir(parents=True)
     stack.engine.docker("cp", f"{container}:/models", str(dest))
     return dest / "models" / MODEL
 
