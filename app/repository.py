@@ -46,6 +46,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 METADATA_FILE = Path("assets.extra") / "diffround.json"
 METADATA_FORMAT = "diffround.savedmodel/v1"
 _VERSION_PATTERN = re.compile(r"^[0-9]{1,18}$")
+# An absolute POSIX path of two or more components (not a URL's, not a relative one).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[\w.~-]+/)+[\w.~-]*")
 
 Stamp = tuple[tuple[str, int, int], ...]
 
@@ -94,6 +96,21 @@ def version_stamp(path: Path) -> Stamp:
     return tuple(sorted(stamp))
 
 
+def without_paths(value: Any) -> Any:
+    """A metadata value with every absolute filesystem path replaced by `<path>`.
+
+    Exports record the command that trained them, `--models-root /...`
+    included; the service never shows a filesystem path of any machine.
+    """
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH.sub("<path>", value) if "/" in value else value
+    if isinstance(value, list):
+        return [without_paths(item) for item in value]
+    if isinstance(value, dict):
+        return {key: without_paths(item) for key, item in value.items()}
+    return value
+
+
 def read_metadata(path: Path, width: int, outputs: int) -> dict[str, Any]:
     """Read and check `assets.extra/diffround.json` of a version directory.
 
@@ -116,6 +133,7 @@ def read_metadata(path: Path, width: int, outputs: int) -> dict[str, Any]:
         raise InvalidModel("its assets.extra/diffround.json is not readable JSON") from None
     if not isinstance(metadata, dict):
         raise InvalidModel("its metadata is not a JSON object")
+    metadata = without_paths(metadata)
     if metadata.get("format") != METADATA_FORMAT:
         raise InvalidModel(f"its metadata format is not '{METADATA_FORMAT}'")
     if not isinstance(metadata.get("method"), str):
@@ -494,4 +512,4 @@ class ModelRepository:
             document = None
         if not isinstance(document, dict):
             raise ModelNotFound(f"Version {version} of model '{name}' has no readable metadata.")
-        return document
+        return without_paths(document)
