@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import digit_rows, make_settings, reference_outputs
 from fastapi.testclient import TestClient
+from svc_helpers import digit_rows, make_settings, reference_outputs
 
 from app.main import create_app
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import digit_rows, make_settings, serving
+from svc_helpers import digit_rows, make_settings, serving
 
 from app.main import create_app
 
@@ -234,7 +234,7 @@ def test_app_never_imports_diffround_or_model() -> None:
 def test_concurrent_requests_to_two_models_are_never_mixed(
     models_root: Path, model_store: dict[str, Path], run
 ) -> None:
-    from conftest import reference_outputs
+    from svc_helpers import reference_outputs
     from svc_models import install
 
     install(model_store["hash"], models_root, "digit-hash", 1)

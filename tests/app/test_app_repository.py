@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import digit_rows, make_settings, reference_outputs, serving
+from svc_helpers import digit_rows, make_settings, reference_outputs, serving
 from svc_models import install
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import digit_rows, reference_outputs
+from svc_helpers import digit_rows, reference_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 

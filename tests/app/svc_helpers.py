@@ -1,0 +1,64 @@
+"""Helpers for the service tests: settings, an app with its lifespan entered, reference answers.
+
+Imported by name (`from svc_helpers import ...`): a uniquely named module, so
+that no other test directory's `conftest` can shadow it.
+"""
+
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import tensorflow as tf
+
+from app.config import Settings
+from app.main import create_app
+
+
+def make_settings(models_root: Path, **overrides: object) -> Settings:
+    """Test settings: a fast poller, the given root, everything else at the contract's defaults."""
+    values: dict[str, object] = {
+        "models_root": models_root,
+        "poll_interval_s": 0.2,
+        "api_key": None,
+        "default_model": "digit-bits",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def serving(
+    settings: Settings, *, wait_ready: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan entered, and an httpx client talking ASGI to it."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        if wait_ready:
+            assert await app.state.repository.wait_ready(60), "service never became ready"
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+def reference_outputs(version_dir: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The SavedModel's own answers, loaded in this process with `tf.saved_model.load`."""
+    loaded = _loaded(str(version_dir))
+    x = tf.constant(rows, tf.float32)
+    result = {"outputs": loaded.signatures["serving_default"](inputs=x)["outputs"].numpy()}
+    grads = loaded.signatures["grad"](inputs=x)
+    result.update({name: value.numpy() for name, value in grads.items()})
+    return result
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded(path: str):
+    return tf.saved_model.load(path)
+
+
+def digit_rows(n: int, seed: int) -> np.ndarray:
+    """`n` random rows of 64 grey levels 0..16 (float32)."""
+    return np.random.default_rng(seed).integers(0, 17, (n, 64)).astype(np.float32)
