@@ -170,12 +170,25 @@ def exclusive_engine_lock(timeout_s: float = 600) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+STATE_PREFIX = "diffround-drd."
+
+
+def reap_stale_engines() -> None:
+    """Stops engines of earlier runs that were killed before their teardown (we hold
+    the lock, so no live run owns one), with their own before-snapshots."""
+    for stale in Path("/tmp").glob(f"{STATE_PREFIX}*"):
+        if (stale / "iptables.before").exists():
+            run(["docker/dockerd.sh", "stop", str(stale)], timeout=180, check=False)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def private_engine() -> Iterator[Engine]:
     with exclusive_engine_lock():
+        reap_stale_engines()
         before = HostState.now()
         # Short path: unix sockets under it must stay below 108 bytes.
-        state_dir = Path(tempfile.mkdtemp(prefix="drd.", dir="/tmp"))
+        state_dir = Path(tempfile.mkdtemp(prefix=STATE_PREFIX, dir="/tmp"))
         started = time.monotonic()
         try:
             host = run(["docker/dockerd.sh", "start", str(state_dir)], timeout=120).stdout.strip()
