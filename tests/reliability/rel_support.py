@@ -358,3 +358,144 @@ def install_version(source: Path, models_root: Path, name: str, version: int) ->
     shutil.copytree(source, tmp)
     tmp.rename(target)
     return target
+
+
+# -- background load -------------------------------------------------------------------
+
+LOAD_KINDS = ("predict", "grad", "v1", "v2")
+
+
+class Load:
+    """Client threads sending good requests until stopped, checking every answer.
+
+    Each answer must be 200 and equal the in-process reference of the version
+    that answered (`version` / `model_version` in the body; TF Serving's
+    predict names none, so any known version's answer is accepted there).
+
+    Args:
+        url: The server.
+        references: `{version: Reference}` of every version that may answer.
+        threads: Client threads.
+        new_connection_each_time: No keep-alive (each request opens a connection).
+        model: The model name.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        references: dict[int, Reference],
+        threads: int = 6,
+        new_connection_each_time: bool = False,
+        model: str = "digit-bits",
+    ) -> None:
+        self.url = url
+        self.references = references
+        self.model = model
+        self.reuse = not new_connection_each_time
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = Counter()  # by version answering
+        self.failures: list[str] = []
+        self.refused = 0  # connection refused (only expected after SIGTERM)
+        #: (when the request started, what happened): the connection broke before any answer.
+        self.dropped: list[tuple[float, str]] = []
+        self.pool = [digit_rows(1 + i % 3, 1000 + i) for i in range(16)]
+        self._expected: dict[tuple[int, int, str], Any] = {}
+        for version, reference in references.items():
+            for i, rows in enumerate(self.pool):
+                self._expected[(version, i, "predict")] = reference.predict(rows)
+                self._expected[(version, i, "grad")] = reference.grad(rows)
+        self._threads = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)
+        ]
+
+    def start(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+
+    @property
+    def total(self) -> int:
+        return sum(self.ok.values()) + len(self.failures)
+
+    def _request(self, client: httpx.Client, kind: str, rows: np.ndarray) -> tuple[int | None, Any]:
+        """Send one request; returns (version or None, the answer's arrays)."""
+        if kind in ("predict", "grad"):
+            response = client.post(f"/{kind}", json={"inputs": rows.tolist()})
+            assert response.status_code == 200, f"{kind}: {response.status_code} {response.text}"
+            body = response.json()
+            return body["version"], body if kind == "grad" else body["outputs"]
+        if kind == "v1":
+            response = client.post(
+                f"/v1/models/{self.model}:predict", json={"instances": rows.tolist()}
+            )
+            assert response.status_code == 200, f"v1: {response.status_code} {response.text}"
+            return None, response.json()["predictions"]
+        request = {
+            "inputs": [
+                {
+                    "name": "inputs",
+                    "shape": list(rows.shape),
+                    "datatype": "FP32",
+                    "data": rows.reshape(-1).tolist(),
+                }
+            ]
+        }
+        response = client.post(f"/v2/models/{self.model}/infer", json=request)
+        assert response.status_code == 200, f"v2: {response.status_code} {response.text}"
+        body = response.json()
+        output = body["outputs"][0]
+        return int(body["model_version"]), np.reshape(output["data"], output["shape"])
+
+    def _check(self, version: int | None, kind: str, index: int, answer: Any) -> int:
+        candidates = [version] if version is not None else list(self.references)
+        for candidate in candidates:
+            if candidate not in self.references:
+                continue
+            if kind == "grad":
+                try:
+                    assert_grad_close(answer, self._expected[(candidate, index, "grad")], kind)
+                except AssertionError:
+                    continue
+                return candidate
+            expected = self._expected[(candidate, index, "predict")]
+            if np.array_equal(np.asarray(answer, np.float32), expected):
+                return candidate
+        raise AssertionError(f"{kind}: wrong answer (version {version}): {answer}")
+
+    def _run(self, n: int) -> None:
+        rng = np.random.default_rng(n)
+        limits = httpx.Limits(max_keepalive_connections=1 if self.reuse else 0)
+        with httpx.Client(
+            base_url=self.url,
+            timeout=30,
+            limits=limits,
+            event_hooks={"response": [_check_response]},
+        ) as client:
+            while not self.stop_event.is_set():
+                kind = LOAD_KINDS[int(rng.integers(len(LOAD_KINDS)))]
+                index = int(rng.integers(len(self.pool)))
+                started = time.monotonic()
+                try:
+                    version, answer = self._request(client, kind, self.pool[index])
+                    answered = self._check(version, kind, index, answer)
+                except httpx.ConnectError:
+                    with self.lock:
+                        self.refused += 1
+                    time.sleep(0.01)
+                    continue
+                except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+                    with self.lock:
+                        self.dropped.append((started, f"{type(exc).__name__}: {exc}"))
+                    continue
+                except Exception as exc:
+                    with self.lock:
+                        self.failures.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+                    continue
+                with self.lock:
+                    self.ok[answered] += 1
