@@ -39,31 +39,37 @@ COPY app ./app
 RUN pip install --no-deps --no-build-isolation . \
     && rm -rf build ./*.egg-info
 
-# The default model, trained by the command `make train` runs (the Makefile's
-# TRAIN_ARGS; tests/deploy checks the two agree). Digits ship with scikit-learn,
-# so this needs no network.
-ARG TRAIN_ARGS="--task digit-bits --name digit-bits --method soft_round --anneal alpha:linear:1:12 --epochs 30 --seed 0"
+# The default model, trained with the arguments `make train` uses: the Makefile's
+# TRAIN_ARGS (docker/train_args.py reads them; no make in the image), unless
+# --build-arg TRAIN_ARGS=... says otherwise. Digits ship with scikit-learn, so
+# this needs no network. The arguments are kept for the compose `train` service.
+COPY Makefile ./
+COPY docker/train_args.py ./docker/
+ARG TRAIN_ARGS=
 ENV MPLCONFIGDIR=/tmp/matplotlib \
     KERAS_HOME=/tmp/keras \
     TF_CPP_MIN_LOG_LEVEL=2
-# TRAIN_ARGS is a list of words: split it on purpose.
+# $args is a list of words: split it on purpose.
 # hadolint ignore=SC2086
-RUN python -m model.train ${TRAIN_ARGS} --models-root /models
+RUN args="${TRAIN_ARGS:-$(python docker/train_args.py Makefile)}" \
+    && echo "python -m model.train $args --models-root /models" \
+    && python -m model.train $args --models-root /models \
+    && mkdir -p /opt/diffround \
+    && printf '%s\n' "$args" > /opt/diffround/train-args
 
 # -------------------------------------------------------------- runtime stage
 FROM ${BASE_IMAGE}
 
-ARG TRAIN_ARGS="--task digit-bits --name digit-bits --method soft_round --anneal alpha:linear:1:12 --epochs 30 --seed 0"
 ARG UID=10001
 RUN groupadd --gid ${UID} diffround \
     && useradd --uid ${UID} --gid ${UID} --no-log-init --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin diffround
 
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/diffround /opt/diffround
 COPY --from=build --chown=${UID}:${UID} /models /models
 
 # Settings are the service's environment variables (docs/contract.md, section 4).
-# TRAIN_ARGS stays in the environment for `docker compose --profile train run train`.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -72,8 +78,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     HOST=0.0.0.0 \
     PORT=8000 \
-    MODELS_ROOT=/models \
-    TRAIN_ARGS=${TRAIN_ARGS}
+    MODELS_ROOT=/models
 
 USER ${UID}:${UID}
 # A root-owned, empty working directory: `python -m` puts it first on sys.path.

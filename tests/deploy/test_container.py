@@ -100,6 +100,13 @@ def compose_command() -> list[str]:
     return ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
 
 
+def make_variable(name: str) -> str:
+    return run(
+        ["make", "--no-print-directory", "-s", "--eval", f"print-var: ; @echo $({name})",
+         "print-var"]
+    ).stdout.strip()  # fmt: skip
+
+
 # ------------------------------------------------------------- host snapshot
 
 
@@ -392,6 +399,9 @@ def test_compose_stack_serves_the_bundled_model_and_hot_reloads_a_trained_one(
             engine.timings["healthy_after_s"] = wait_healthy(stack, container)
 
             check_security(stack, container)
+            # The bundled model was trained with the Makefile's TRAIN_ARGS (`make train`).
+            train_args = engine.docker("exec", container, "cat", "/opt/diffround/train-args")
+            assert train_args == make_variable("TRAIN_ARGS")
 
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
                 assert client.get("/readyz").status_code == 200
