@@ -16,6 +16,7 @@ that are dead, exploding or of the wrong sign). The results go to
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -254,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only", nargs="+", default=None, metavar="LABEL", help="run only these row labels"
     )
+    parser.add_argument(
+        "--records", type=Path, default=None, help="also save every run's record to this JSON file"
+    )
+    parser.add_argument(
+        "--from-records",
+        type=Path,
+        default=None,
+        help="no training: rewrite the report from a --records file",
+    )
     return parser
 
 
@@ -268,12 +278,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             raise SystemExit(f"Unknown row label(s): {', '.join(sorted(unknown))}")
         rows = [row for row in rows if row.label in args.only]
-    task_names = args.tasks or list(tasks.TASKS)
-    started = time.perf_counter()
-    records = run(rows, task_names, args.seeds, args.epochs)
-    wall_seconds = time.perf_counter() - started
+    if args.from_records is not None:
+        saved = json.loads(args.from_records.read_text())
+        records, wall_seconds = saved["records"], saved["wall_seconds"]
+        task_names = list(dict.fromkeys(r["task"] for r in records))
+        seeds = sorted({r["seed"] for r in records})
+        labels = {r["variant"] for r in records}
+        rows = [row for row in rows if row.label in labels]
+        epochs = saved["epochs"]
+    else:
+        task_names = args.tasks or list(tasks.TASKS)
+        seeds, epochs = args.seeds, args.epochs
+        started = time.perf_counter()
+        records = run(rows, task_names, seeds, epochs)
+        wall_seconds = time.perf_counter() - started
+        if args.records is not None:
+            saved = {"epochs": epochs, "wall_seconds": wall_seconds, "records": records}
+            args.records.write_text(json.dumps(saved, indent=1) + "\n")
     markdown, plot = benchmark_report.write(
-        records, rows, task_names, args.seeds, args.epochs, wall_seconds, args.out
+        records, rows, task_names, seeds, epochs, wall_seconds, args.out
     )
     print(markdown)
     print(plot)

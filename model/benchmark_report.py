@@ -309,7 +309,7 @@ def plot(
     for column, task in enumerate(task_names):
         key, title, percent = HARD_COLUMNS[task][0]
         arrow = "higher is better" if tasks.get_spec(task).higher_is_better else "lower is better"
-        title = f"{task}: {title}{' (%)' if percent else ''}, hard rounding ({arrow})"
+        title = f"{task}: {title}{' (%)' if percent else ''}, hard ({arrow})"
         _bar_panel(axes[0, column], records, rows, task, key, title, percent)
         _dead_panel(axes[1, column], records, rows, task)
     fig.suptitle(

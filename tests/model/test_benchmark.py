@@ -55,3 +55,24 @@ def test_tiny_benchmark_writes_table_and_plot(tmp_path):
     expected = f"{100 * exact.mean():.1f} ± {100 * exact.std(ddof=1):.1f} %"
     assert expected in table_rows[0]
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_saves_records_and_rerenders_the_same_tables_without_training(tmp_path):
+    records = tmp_path / "records.json"
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--only", "ste", "--tasks", "digit-bits", "--seeds", "0"]
+    assert (
+        benchmark.main(["--out", str(first), *common, "--epochs", "1", "--records", str(records)])
+        == 0
+    )
+    assert benchmark.main(["--out", str(second), "--from-records", str(records)]) == 0
+
+    def tables(path):
+        return [
+            line
+            for line in (path / "method-benchmark.md").read_text().splitlines()
+            if line.startswith("|")
+        ]
+
+    assert tables(first) == tables(second)
+    assert any(line.startswith("| `ste` |") for line in tables(second))
