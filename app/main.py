@@ -111,7 +111,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.repository = repository
     app.state.metrics = metrics
-    app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
 
     app.include_router(health.router)

@@ -14,12 +14,14 @@ from app.repository import ModelRepository
 from app.validation import check_json_content_type, decode_json
 
 
-def get_repository(request: Request) -> ModelRepository:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its
+# thread pool, two thread hand-offs per request on the hot path (docs/benchmarks.md).
+async def get_repository(request: Request) -> ModelRepository:
     """The app's model repository."""
     return request.app.state.repository
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     """The app's metrics."""
     return request.app.state.metrics
 
