@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import diffround
 from model import train
 from model.data import load_split
 from model.export import CURVE_POINTS, METADATA_PATH
@@ -225,3 +226,19 @@ def test_metadata_is_complete_strict_json(exported, split):
     value, derivative = reference(meta["method"], meta["params"], x)
     np.testing.assert_allclose(curve["value"], value, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(curve["derivative"], derivative, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", diffround.METHODS)
+def test_every_method_exports_a_grad_signature_matching_the_library(method, tmp_path, split):
+    config = train.TrainConfig(task="digit-bits", method=method, epochs=1)
+    result = train.train_and_export(config, tmp_path, verbose=0)
+    signatures = tf.saved_model.load(str(result.path)).signatures
+    x = np.concatenate([split.x_test[:6], np.zeros((1, 64)), np.full((1, 64), 16.0)])
+    out = signatures["grad"](inputs=tf.constant(x, tf.float32))
+    assert all(np.all(np.isfinite(v.numpy())) for v in out.values())
+    served = signatures["serving_default"](inputs=tf.constant(x, tf.float32))["outputs"].numpy()
+    assert set(np.unique(served)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(out["hard"].numpy(), served)
+    value, local = diffround.local_gradient(out["pre_round"], method, **result.metadata["params"])
+    np.testing.assert_allclose(out["surrogate"].numpy(), np.asarray(value), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["local_grad"].numpy(), np.asarray(local), rtol=1e-4, atol=1e-6)
