@@ -83,6 +83,7 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     ready_after_s: float | None = None
+    ready_streak: int = 1
     _log: object = field(default=None, repr=False)
 
     @property
@@ -104,16 +105,33 @@ class Server:
         )
         return self
 
-    def wait_ready(self, timeout_s: float = 180.0, interval_s: float = 0.01) -> float:
-        """Poll `ready_path` until 200; seconds from spawn to that first 200."""
+    def wait_ready(
+        self, timeout_s: float = 180.0, interval_s: float = 0.01, consecutive: int = 1
+    ) -> float:
+        """Poll `ready_path` until 200 (`consecutive` times in a row, each on a new connection).
+
+        Returns:
+            Seconds from spawn to the first 200 of the last run of `consecutive` 200s (with
+            several workers each new connection may reach another one, so a long run of 200s
+            means every worker is ready).
+        """
         assert self.process is not None
         deadline = time.perf_counter() + timeout_s
+        streak_started: float | None = None
+        streak = 0
         while time.perf_counter() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited ({self.process.returncode}); {self.tail()}")
             if http_status(self.url + self.ready_path, timeout=0.5) == 200:
-                self.ready_after_s = time.perf_counter() - self.started_at
-                return self.ready_after_s
+                if streak == 0:
+                    streak_started = time.perf_counter()
+                streak += 1
+                if streak >= consecutive:
+                    assert streak_started is not None
+                    self.ready_after_s = streak_started - self.started_at
+                    return self.ready_after_s
+                continue
+            streak = 0
             time.sleep(interval_s)
         raise RuntimeError(f"{self.name} not ready after {timeout_s} s; {self.tail()}")
 
@@ -146,7 +164,7 @@ def running(servers: Sequence[Server], timeout_s: float = 240.0) -> Iterator[Seq
         for server in servers:
             server.start()
         for server in servers:
-            server.wait_ready(timeout_s)
+            server.wait_ready(timeout_s, consecutive=server.ready_streak)
         yield servers
     finally:
         for server in servers:

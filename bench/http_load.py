@@ -54,6 +54,11 @@ def _median_load(loads: list[Load]) -> Load:
         p99_ms=statistics.median(x.p99_ms for x in loads),
         max_ms=max(x.max_ms for x in loads),
         errors=sum(x.errors for x in loads),
+        cpu_us_per_request=(
+            statistics.median(x.cpu_us_per_request for x in loads)
+            if all(x.cpu_us_per_request is not None for x in loads)
+            else None
+        ),
     )
 
 
@@ -121,6 +126,7 @@ def measure(
                         rows=1,
                         connections=connections,
                         seconds=seconds,
+                        server_pid=server.process.pid,
                     )
                     runs[(server.name, path, 1, connections)].append(load)
                     if before is not None:
@@ -136,6 +142,7 @@ def measure(
                     rows=rows,
                     connections=connections,
                     seconds=seconds,
+                    server_pid=svc.process.pid,
                 )
                 runs[("service", "/grad", rows, connections)].append(load)
             for server in under_test:
@@ -150,6 +157,7 @@ def measure(
                     connections=BIG_CONNECTIONS,
                     seconds=seconds,
                     timeout_s=10,
+                    server_pid=server.process.pid,
                 )
                 runs[(server.name, path, BIG_ROWS, BIG_CONNECTIONS)].append(load)
         for server in under_test:
@@ -174,6 +182,7 @@ def measure_two_workers(
 ) -> dict:
     """Extra: WORKERS=2, server and wrk unpinned (they share both cores)."""
     server = servers.service(models_root, workers=2, cpus=None, name="service-2w")
+    server.ready_streak = 40  # both workers answer 200
     body = body_file("service2-1", _body("inputs", example_rows(model_dir, 1)))
     loads = []
     with running([server]):

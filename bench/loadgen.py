@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -29,6 +30,9 @@ class Load:
     p99_ms: float
     max_ms: float
     errors: int
+    #: The server's CPU time (user + system, its process and children) per request: a cost
+    #: that other work on the machine inflates much less than it deflates req/s.
+    cpu_us_per_request: float | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -63,6 +67,7 @@ def run_wrk(
     seconds: float,
     cpus: str | None = CLIENT_CPU,
     timeout_s: float = 5.0,
+    server_pid: int | None = None,
 ) -> Load:
     """Drive `url` with `connections` keep-alive connections for `seconds` (bounded)."""
     argv = [
@@ -75,6 +80,7 @@ def run_wrk(
         str(LUA),
         url,
     ]
+    cpu_before = _cpu_seconds(server_pid)
     result = subprocess.run(
         pinned(argv, cpus),
         env=base_env(WRK_BODY_FILE=str(body)),
@@ -86,6 +92,7 @@ def run_wrk(
     if line is None:
         raise RuntimeError(f"wrk failed ({result.returncode}): {result.stdout}\n{result.stderr}")
     data = json.loads(line[len("BENCH_JSON ") :])
+    cpu_used = _cpu_seconds(server_pid) - cpu_before
     duration = data["duration_us"] / 1e6
     errors = sum(data[key] for key in ("connect", "read", "write", "status", "timeout"))
     return Load(
@@ -101,4 +108,26 @@ def run_wrk(
         p99_ms=data["p99_us"] / 1000,
         max_ms=data["max_us"] / 1000,
         errors=errors,
+        cpu_us_per_request=(
+            round(cpu_used / data["requests"] * 1e6, 1)
+            if server_pid is not None and data["requests"]
+            else None
+        ),
     )
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process and its children (0 when pid is None)."""
+    if pid is None:
+        return 0.0
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        total = sum(process.cpu_times()[:2])
+        for child in process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += sum(child.cpu_times()[:2])
+        return total
+    except psutil.Error:
+        return 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,7 @@ def record(server: Server, url: str, body: Path, *, seconds: float) -> dict:
         "--rate",
         "200",
         "--nonblocking",
+        "--gil",
         "--format",
         "raw",
         "--output",
@@ -88,7 +90,11 @@ def record(server: Server, url: str, body: Path, *, seconds: float) -> dict:
     loader = threading.Thread(
         target=run_wrk,
         args=(server.name, url, body),
-        kwargs={"rows": 1, "connections": 32, "seconds": seconds + 1},
+        kwargs={
+            "rows": 1,
+            "connections": int(os.environ.get("PROF_CONNS", "32")),
+            "seconds": seconds + 1,
+        },
     )
     loader.start()
     _, err = spy.communicate(timeout=seconds + 60)

@@ -22,9 +22,16 @@ def find(loads: list[dict], server: str, path: str, rows: int, connections: int)
 
 
 def _target(
-    name: str, measured: str, ratio: float | None, goal: str, ok: bool | None, miss: str = ""
+    name: str,
+    measured: str,
+    ratio: float | None,
+    goal: str,
+    ok: bool | None,
+    miss: str = "",
+    cpu: float | None = None,
 ) -> dict[str, Any]:
     return {
+        "cpu_ratio": cpu,
         "target": name,
         "measured": measured,
         "ratio": ratio,
@@ -60,6 +67,9 @@ def targets(results: dict) -> list[dict[str, Any]]:
                 continue
             ratio = svc32["rps"] / ref["rps"]
             ok = ratio >= need if other != "peer" else ratio > need
+            cpu = None
+            if svc32.get("cpu_us_per_request") and ref.get("cpu_us_per_request"):
+                cpu = ref["cpu_us_per_request"] / svc32["cpu_us_per_request"]
             out.append(
                 _target(
                     f"/predict 1-row, 32 conns: req/s vs {_label(other)}",
@@ -68,6 +78,7 @@ def targets(results: dict) -> list[dict[str, Any]]:
                     goal,
                     ok,
                     "" if ok else f"needs {need / ratio:.2f}x more",
+                    cpu=cpu,
                 )
             )
         p99 = svc32["p99_ms"]
@@ -169,9 +180,13 @@ def _label(server: str) -> str:
 
 
 def targets_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| target | measured | ratio | goal | result |", "|---|---|---|---|---|"]
+    lines = [
+        "| target | measured | ratio | goal | result | same ratio from CPU per request |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        cpu = "" if row.get("cpu_ratio") is None else f"{row['cpu_ratio']:.2f}"
         result = (
             "not measured"
             if row["pass"] is None
@@ -180,7 +195,7 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
             else f"**miss** ({row['miss']})"
         )
         lines.append(
-            f"| {row['target']} | {row['measured']} | {ratio} | {row['goal']} | {result} |"
+            f"| {row['target']} | {row['measured']} | {ratio} | {row['goal']} | {result} | {cpu} |"
         )
     return "\n".join(lines)
 
@@ -192,7 +207,8 @@ def _http_table(loads: list[dict]) -> str:
     head = (
         "| connections | "
         + " | ".join(
-            f"{_label(n) if n != 'service' else 'service'} req/s (p50 / p99 ms)" for n in names
+            f"{_label(n) if n != 'service' else 'service'}: req/s (p50 / p99 ms; CPU us/req)"
+            for n in names
         )
         + " |"
     )
@@ -204,7 +220,8 @@ def _http_table(loads: list[dict]) -> str:
             cells.append(
                 "-"
                 if load is None
-                else f"{load['rps']:,.0f} ({load['p50_ms']:.1f} / {load['p99_ms']:.1f})"
+                else f"{load['rps']:,.0f} ({load['p50_ms']:.1f} / {load['p99_ms']:.1f}; "
+                f"{load.get('cpu_us_per_request') or 0:,.0f})"
                 + (f" [{load['errors']} errors]" if load["errors"] else "")
             )
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
@@ -295,8 +312,8 @@ def render(results: dict, command: str, previous: str | None) -> str:
         out += [
             "## Large requests and /grad",
             "",
-            "| server | request | connections | req/s | rows/s | p50 ms | p99 ms |",
-            "|---|---|---|---|---|---|---|",
+            "| server | request | connections | req/s | rows/s | p50 ms | p99 ms | CPU us/req |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for load in loads:
             if load["rows"] == 1 and "grad" not in load["path"]:
@@ -306,7 +323,7 @@ def render(results: dict, command: str, previous: str | None) -> str:
                 f"| {'/' + load['path'].lstrip('/')} x {load['rows']} rows "
                 f"| {load['connections']} | {load['rps']:,.1f} | "
                 f"{load['rps'] * load['rows']:,.0f} | {load['p50_ms']:.1f} | "
-                f"{load['p99_ms']:.1f} |"
+                f"{load['p99_ms']:.1f} | {load.get('cpu_us_per_request') or 0:,.0f} |"
             )
         out.append("")
     cold = results.get("cold")
