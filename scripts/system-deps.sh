@@ -10,6 +10,7 @@ command -v docker-compose >/dev/null 2>&1 || want+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || want+=(debootstrap)
 command -v iptables >/dev/null 2>&1 || want+=(iptables)
 command -v wrk >/dev/null 2>&1 || want+=(wrk)
+command -v ip >/dev/null 2>&1 || want+=(iproute2)
 [ ${#want[@]} -eq 0 ] && exit 0
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
