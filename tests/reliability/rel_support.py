@@ -470,7 +470,10 @@ class Load:
 
     def _run(self, n: int) -> None:
         rng = np.random.default_rng(n)
-        limits = httpx.Limits(max_keepalive_connections=1 if self.reuse else 0)
+        # keepalive_expiry below uvicorn's 5 s timeout: never reuse a connection it is closing.
+        limits = httpx.Limits(
+            max_keepalive_connections=1 if self.reuse else 0, keepalive_expiry=2.0
+        )
         with httpx.Client(
             base_url=self.url,
             timeout=30,

@@ -23,6 +23,7 @@ import rel_support as support
 MODEL = "digit-bits"
 CLIENTS = 64
 MAX_RSS_GROWTH = 0.05
+CLIENT_KEEPALIVE_S = 2.0  # < uvicorn's timeout_keep_alive (5 s)
 GRAD_NAMES = ("hard", "surrogate", "pre_round", "local_grad", "input_grad")
 
 
@@ -120,7 +121,13 @@ async def soak(server: support.ServerProcess, pool: list[Item], seconds: float) 
                 continue
             done[item.kind] += 1
 
-    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    # Idle connections are dropped by the client before uvicorn's 5 s keep-alive timeout
+    # closes them, so a request never races the server closing the connection it reuses.
+    limits = httpx.Limits(
+        max_connections=CLIENTS,
+        max_keepalive_connections=CLIENTS,
+        keepalive_expiry=CLIENT_KEEPALIVE_S,
+    )
     async with server.async_client(limits=limits, timeout=30) as client:
         await asyncio.gather(sample_rss(), *(client_loop(n, client) for n in range(CLIENTS)))
     elapsed = time.monotonic() - start
