@@ -200,7 +200,11 @@ def markdown(
         "- **dead / exploding / wrong-sign grad.**: shares of the surrogate's local derivatives "
         "at the trained model's held-out pre-round values that are below 1e-6 in magnitude "
         "(no learning signal), above 10 (`diffround.diagnostics`), or negative (the gradient "
-        "pushes the wrong way). Straight-through methods report their pseudo-gradient.",
+        "pushes the wrong way). Straight-through methods report their pseudo-gradient. "
+        "*At init*: the untrained model's pre-round values, i.e. whether learning can start; "
+        "*trained*: the final model's. A share that is high only after training (default "
+        "`clamp`) means confident outputs sit where the surrogate is flat, after learning; a "
+        "share high at initialisation means the encoder gets (almost) no signal at all.",
         "- **train s**: wall time of `Model.fit`, shared 2-core machine.",
         "",
     ]
