@@ -383,7 +383,9 @@ def render(results: dict, command: str, previous: str | None) -> str:
             "elements (one core)",
             "",
             "`tf.function` computing `tape.gradient(reduce_sum(surrogate(x)), x)`, default "
-            "parameters; median ms per call; ratio to `ste` in the same mode.",
+            "parameters; ms per call (fastest of repeated calls, one core); ratio to `ste` "
+            "in the same "
+            "mode.",
             "",
             "| method | graph ms | / ste | XLA ms | / ste (XLA) |",
             "|---|---|---|---|---|",
