@@ -247,6 +247,12 @@ def test_sigterm_under_load_completes_in_flight_refuses_new_and_exits_0_within_g
         "SIGTERM: load requests answered, failed, refused, reset at the SIGTERM instant",
         f"{sum(load.ok.values())}, {len(load.failures)}, {load.refused}, {len(load.dropped)}",
     )
+    if load.dropped:
+        starts = [s - sent_at for s, _ in load.dropped]
+        support.record(
+            "SIGTERM: reset requests started between (s from SIGTERM)",
+            f"{min(starts):+.3f} and {max(starts):+.3f}",
+        )
     support.record("SIGTERM: seconds to refuse new connections", round(refused_after, 2))
     support.record(
         f"SIGTERM: exit code, seconds to exit (grace {grace:g} s)", f"{exit_code}, {exit_s:.1f}"
