@@ -19,7 +19,10 @@ BUCKETS = (
     ("model call (TensorFlow)", ("tensorflow/", "predictor.py")),
     ("request parsing + validation (orjson, NumPy)", ("app/validation.py", "read_json")),
     ("response (orjson render)", ("NumpyJSONResponse", "render (app/api/common.py")),
-    ("metrics + logging middleware", ("prometheus_client", "app/middleware.py", "logging/")),
+    (
+        "service middleware (request id, metrics, logs, body limit)",
+        ("prometheus_client", "app/middleware.py", "logging/"),
+    ),
     ("FastAPI/Starlette routing, dependencies", ("fastapi/", "starlette/")),
     ("uvicorn protocol (httptools)", ("uvicorn/",)),
     ("batcher + event loop", ("app/batching.py", "asyncio/", "uvloop")),
