@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -49,7 +50,7 @@ def service_start(models_root: Path) -> tuple[float, float]:
     return elapsed, rss
 
 
-def measure(models_root: Path, *, reps: int, log: callable) -> dict:
+def measure(models_root: Path, *, reps: int, log: Callable[[str], None]) -> dict:
     """Interleaved repetitions of both; medians."""
     tf_times, tf_rss, svc_times, svc_rss = [], [], [], []
     for rep in range(reps):

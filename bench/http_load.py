@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,13 @@ def _body(field: str, rows: list[list[float]]) -> bytes:
     return json.dumps({field: rows}).encode()
 
 
-def _check(server: Server, path: str, body: bytes) -> None:
+def _check(server: Server, path: str, body: bytes) -> list | None:
+    """POST once; raise unless 200; the answer's outputs (None for the floor)."""
     status, answer = post_json(server.url + path, body)
     if status != 200:
         raise RuntimeError(f"{server.name} {path} answered {status}: {answer[:300]!r}")
+    document = json.loads(answer)
+    return document.get("outputs", document.get("predictions"))
 
 
 def _median_load(loads: list[Load]) -> Load:
@@ -70,7 +74,7 @@ def measure(
     reps: int,
     with_peer: bool,
     profile_seconds: float | None,
-    log: callable,
+    log: Callable[[str], None],
 ) -> dict:
     """Start every server pinned to the server core, then run the interleaved wrk matrix.
 
@@ -96,10 +100,14 @@ def measure(
     per_call: dict[int, list[float]] = defaultdict(list)
     result: dict = {"servers": {}, "loads": []}
     with running(under_test):
+        answers = {}
         for server in under_test:
             path, _ = servers.PREDICT_ROUTE[server.name]
-            _check(server, path, bodies[(server.name, 1)].read_bytes())
+            answers[server.name] = _check(server, path, bodies[(server.name, 1)].read_bytes())
             result["servers"][server.name] = {"ready_after_s": round(server.ready_after_s or 0, 2)}
+        for name in ("naive", "peer"):  # the same model must give the same bits everywhere
+            if name in answers and answers[name] != answers["service"]:
+                raise RuntimeError(f"{name} answered {answers[name]}, service {answers['service']}")
         svc = by_name["service"]
         _check(svc, "/grad", grad_bodies[1].read_bytes())
         log("  warm-up")
@@ -178,7 +186,7 @@ def measure(
 
 
 def measure_two_workers(
-    models_root: Path, model_dir: Path, *, seconds: float, log: callable
+    models_root: Path, model_dir: Path, *, seconds: float, log: Callable[[str], None]
 ) -> dict:
     """Extra: WORKERS=2, server and wrk unpinned (they share both cores)."""
     server = servers.service(models_root, workers=2, cpus=None, name="service-2w")
