@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -91,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: wrote {args.output}")
         return 0
 
-    import os
-
     parts = set(args.only or PARTS) - set(args.skip)
     if args.only and "http" in args.only and "peer" not in args.skip:
         parts.add("peer")
@@ -101,11 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     models_root = (args.models_root or Path(os.environ.get("MODELS_ROOT", "models"))).resolve()
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    command = "python -m bench" + (
-        " " + shlex.join(argv if argv is not None else sys.argv[1:])
-        if (argv if argv is not None else sys.argv[1:])
-        else ""
-    )
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "-m", "bench", *given])
     results: dict = {
         "command": command,
         "machine": machine.describe(),
