@@ -30,7 +30,7 @@ def _cpu_model() -> str:
 def _wrk_version() -> str:
     try:
         out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=5)
-        return (out.stdout + out.stderr).splitlines()[0].strip()
+        return (out.stdout + out.stderr).splitlines()[0].split(" Copyright")[0].strip()
     except (OSError, IndexError, subprocess.SubprocessError):
         return "not installed"
 
