@@ -11,7 +11,6 @@ import functools
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -351,13 +350,8 @@ def svc_models() -> Any:
 
 
 def install_version(source: Path, models_root: Path, name: str, version: int) -> Path:
-    """Copy a version directory into a models root atomically (dot-named copy, then rename)."""
-    target = models_root / name / str(version)
-    tmp = models_root / name / f".{version}.tmp-reliability"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, tmp)
-    tmp.rename(target)
-    return target
+    """Copy a version directory into a models root atomically (svc_models.install)."""
+    return svc_models().install(source, models_root, name, version)
 
 
 # -- background load -------------------------------------------------------------------
