@@ -5,7 +5,16 @@ The `seed` argument is anything `keras.random.uniform` accepts: `None`
 `keras.random.SeedGenerator` (a new draw per call, reproducible; what
 `DiffRound` uses). `noise=False` fixes the noise at its mean (the
 deterministic "relaxed" forward).
+
+The noise itself comes from `tf.random.stateless_uniform(..., alg="philox")`
+keyed by the seed: an int is the key; for `None` or a generator Keras draws
+the two-element key (`keras.random.randint` with that seed, which gives the
+semantics above). `keras.random.uniform` lowers to `alg="auto_select"`, which
+XLA compiles on CPU into slow code: `noise_round` forward + backward on 1M
+elements took 24-26 ms under XLA with it, ~3.4 ms with Philox.
 """
+
+import numbers
 
 import keras
 import tensorflow as tf
@@ -20,6 +29,26 @@ Seed = int | keras.random.SeedGenerator | None
 # next to 1 in float32 (its spacing there is 6e-8); the surrogates compute
 # half-precision inputs in float32 (see diffround.registry).
 PROBABILITY_EPS = 1e-6
+
+# Exclusive upper bound of the int32 key words drawn by `_uniform`.
+_KEY_MAX = 2**31 - 1
+
+
+def _uniform(
+    shape: tf.Tensor, minval: float, maxval: float, dtype: tf.DType, seed: Seed
+) -> tf.Tensor:
+    """`U(minval, maxval)` of `shape`: Philox noise keyed by a Keras draw from `seed`."""
+    if isinstance(seed, numbers.Integral):
+        # The same draw on every call: a constant key, which XLA and Grappler
+        # fold. (A key from keras.random.randint with an int seed made XLA's
+        # CPU code ~7x slower than a key that changes per call.) Reduced mod
+        # 2^63 so that any Python int fits the int64 key.
+        key = tf.constant([int(seed) % 2**63, 0], tf.int64)
+    else:
+        key = keras.random.randint([2], minval=0, maxval=_KEY_MAX, dtype="int32", seed=seed)
+    return tf.random.stateless_uniform(
+        shape, seed=key, minval=minval, maxval=maxval, dtype=dtype, alg="philox"
+    )
 
 
 def noise_round(x: tf.Tensor, seed: Seed = None, noise: bool = True) -> tf.Tensor:
@@ -40,7 +69,7 @@ def noise_round(x: tf.Tensor, seed: Seed = None, noise: bool = True) -> tf.Tenso
     """
     if not noise:
         return tf.identity(x)
-    u = keras.random.uniform(tf.shape(x), minval=-0.5, maxval=0.5, dtype=x.dtype, seed=seed)
+    u = _uniform(tf.shape(x), -0.5, 0.5, x.dtype, seed)
     return x + u
 
 
@@ -76,12 +105,18 @@ def binary_concrete_round(
         The (hard or relaxed) sample.
     """
     p = tf.clip_by_value(x, PROBABILITY_EPS, 1.0 - PROBABILITY_EPS)
-    logits = tf.math.log(p) - tf.math.log1p(-p)
+    # logit(p) + logit(u) = log(p u / ((1 - p)(1 - u))): one log instead of
+    # four (XLA's CPU log/log1p cost ~0.5-1 ms per 1M elements each). With
+    # both clipped to [1e-6, 1 - 1e-6] numerator and denominator stay within
+    # [1e-12, 1], far from float32 underflow, and the ratio is exact to a
+    # few ulps (1 - p is exact for p >= 1/2).
+    odds = p / (1.0 - p)
     if noise:
         # Same clip for u: log(0) would be -inf.
         low, high = PROBABILITY_EPS, 1.0 - PROBABILITY_EPS
-        u = keras.random.uniform(tf.shape(x), minval=low, maxval=high, dtype=x.dtype, seed=seed)
-        logits = logits + (tf.math.log(u) - tf.math.log1p(-u))
+        u = _uniform(tf.shape(x), low, high, x.dtype, seed)
+        odds = odds * (u / (1.0 - u))
+    logits = tf.math.log(odds)
     y = tf.sigmoid(logits / tf.cast(temperature, x.dtype))
     if not straight_through:
         return y
