@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +334,28 @@ def assert_grad_close(got: dict[str, Any], expected: dict[str, np.ndarray], wher
         )
 
 
+def v2_infer_body(rows: np.ndarray, outputs: Sequence[str] = ()) -> dict[str, Any]:
+    """An Open Inference Protocol v2 JSON infer request for `rows` (FP32, row-major data).
+
+    Args:
+        rows: A `[batch, 64]` array.
+        outputs: Output names to ask for; empty leaves the choice to the server.
+    """
+    body: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "inputs",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": rows.reshape(-1).tolist(),
+            }
+        ]
+    }
+    if outputs:
+        body["outputs"] = [{"name": name} for name in outputs]
+    return body
+
+
 # -- test model versions ----------------------------------------------------------------
 
 
@@ -430,17 +453,7 @@ class Load:
             )
             assert response.status_code == 200, f"v1: {response.status_code} {response.text}"
             return None, response.json()["predictions"]
-        request = {
-            "inputs": [
-                {
-                    "name": "inputs",
-                    "shape": list(rows.shape),
-                    "datatype": "FP32",
-                    "data": rows.reshape(-1).tolist(),
-                }
-            ]
-        }
-        response = client.post(f"/v2/models/{self.model}/infer", json=request)
+        response = client.post(f"/v2/models/{self.model}/infer", json=v2_infer_body(rows))
         assert response.status_code == 200, f"v2: {response.status_code} {response.text}"
         body = response.json()
         output = body["outputs"][0]

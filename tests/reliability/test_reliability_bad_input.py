@@ -537,22 +537,10 @@ def check_good_request(client, reference: support.Reference, kind: str, seed: in
         assert response.status_code == 200, response.text
         support.assert_grad_close(response.json()["outputs"], reference.grad(rows), where)
     else:
-        outputs = [{"name": "outputs"}]
+        outputs = ["outputs"]
         if kind == "v2-grad":
-            outputs += [
-                {"name": n} for n in ("hard", "surrogate", "pre_round", "local_grad", "input_grad")
-            ]
-        request = {
-            "inputs": [
-                {
-                    "name": "inputs",
-                    "shape": list(rows.shape),
-                    "datatype": "FP32",
-                    "data": rows.reshape(-1).tolist(),
-                }
-            ],
-            "outputs": outputs,
-        }
+            outputs += ["hard", "surrogate", "pre_round", "local_grad", "input_grad"]
+        request = support.v2_infer_body(rows, outputs)
         response = client.post(f"/v2/models/{MODEL}/infer", json=request)
         assert response.status_code == 200, response.text
         tensors = {

@@ -54,14 +54,8 @@ def build_pool(reference: support.Reference, size: int = 48) -> list[Item]:
             body = {"signature_name": "grad", "inputs": listed}
         else:
             path = f"/v2/models/{MODEL}/infer"
-            tensor = {
-                "name": "inputs",
-                "shape": list(rows.shape),
-                "datatype": "FP32",
-                "data": rows.reshape(-1).tolist(),
-            }
             names = ["outputs"] + (list(GRAD_NAMES) if kind == "v2-grad" else [])
-            body = {"inputs": [tensor], "outputs": [{"name": n} for n in names]}
+            body = support.v2_infer_body(rows, names)
         pool.append(Item(kind, path, body, reference.predict(rows), reference.grad(rows)))
     return pool
 
