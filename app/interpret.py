@@ -8,57 +8,88 @@ import numpy as np
 DEAD_BELOW = 1e-6
 
 
-def decode_outputs(hard: np.ndarray, decoding: Any) -> list[int | None] | None:
-    """Decode hard bits into class ids, as the metadata's `decoding` says.
+def decode_outputs(outputs: dict[str, np.ndarray], decoding: Any) -> list[int | None] | None:
+    """Decode a rounded output's code into class ids, as the metadata's `decoding` says.
+
+    Kinds: `binary_msb_first` (bits, most significant first) and `positional`
+    (digits in `base`, most significant first); `output` names the output
+    (default: the first one), `classes` bounds the valid ids.
 
     Args:
-        hard: `[n, K]` 0/1 outputs.
-        decoding: The metadata's `decoding` (`{"kind": "binary_msb_first", "classes": C}` or null).
+        outputs: The hard outputs by name.
+        decoding: The metadata's `decoding` or null.
 
     Returns:
         One class id per row (None for a code that names no class), or None
-        when the model has no decoding.
+        when the model declares no decoding this service knows.
     """
-    if not isinstance(decoding, dict) or decoding.get("kind") != "binary_msb_first":
+    if not isinstance(decoding, dict):
         return None
-    k = hard.shape[1]
-    weights = 2 ** np.arange(k - 1, -1, -1, dtype=np.int64)
-    codes = hard.astype(np.int64) @ weights
+    kinds = {"binary_msb_first": 2, "positional": decoding.get("base")}
+    base = kinds.get(decoding.get("kind"))
+    if type(base) is not int or base < 2 or not outputs:
+        return None
+    name = decoding.get("output", next(iter(outputs)))
+    code = outputs.get(name) if isinstance(name, str) else None
+    if code is None or code.ndim != 2:
+        return None
+    digits = np.rint(code).astype(np.int64)
+    weights = base ** np.arange(digits.shape[1] - 1, -1, -1, dtype=np.int64)
+    ids = digits @ weights
+    valid = ((digits >= 0) & (digits < base)).all(axis=1)
     classes = decoding.get("classes")
-    limit = classes if isinstance(classes, int) else None
-    return [int(c) if limit is None or c < limit else None for c in codes]
+    limit = classes if type(classes) is int else None
+    return [
+        int(c) if ok and c >= 0 and (limit is None or c < limit) else None
+        for c, ok in zip(ids, valid, strict=False)
+    ]
 
 
-def grad_summary(grads: dict[str, np.ndarray]) -> dict[str, Any]:
-    """A per-request summary of the `grad` outputs.
+def grad_summary(
+    layers: dict[str, dict[str, np.ndarray]], jacobians: dict[tuple[str, str], np.ndarray]
+) -> dict[str, Any]:
+    """A per-request summary of gradient outputs.
 
     Args:
-        grads: `hard`, `surrogate`, `local_grad` (`[n, K]`) and `input_grad` (`[n, K, 64]`).
+        layers: Rounding layer -> its `hard`, `surrogate` and `local_grad` values.
+        jacobians: (output, input) -> Jacobian `[rows, *output_shape, *input_shape]`.
 
     Returns:
-        `surrogate_gap` (mean |surrogate - hard|), `dead_gradient_share` (share
-        of local gradients below 1e-6 in magnitude), `max_abs_input_grad`, its
-        `argmax` (`row`, `output`, `input`) and a sentence, `text`.
+        `surrogate_gap` (mean |surrogate - hard| over every rounding layer),
+        `dead_gradient_share` (share of local gradients below 1e-6 in magnitude),
+        `max_abs_jacobian` and where it is (`argmax`: output, input, row, and
+        `index` into that row's Jacobian `[*output_shape, *input_shape]`), and
+        a sentence, `text`.
     """
-    gap = float(np.mean(np.abs(grads["surrogate"] - grads["hard"])))
-    dead = float(np.mean(np.abs(grads["local_grad"]) < DEAD_BELOW))
-    magnitude = np.abs(grads["input_grad"])
-    flat = int(np.argmax(magnitude))
-    row, output, pixel = (int(i) for i in np.unravel_index(flat, magnitude.shape))
-    largest = float(magnitude.reshape(-1)[flat])
-    width = magnitude.shape[2]
-    side = round(width**0.5)
-    where = f" (pixel row {pixel // side}, column {pixel % side})" if side * side == width else ""
+    gaps = [np.abs(v["surrogate"] - v["hard"]).reshape(-1) for v in layers.values()]
+    local = [np.abs(v["local_grad"]).reshape(-1) for v in layers.values()]
+    gap = float(np.mean(np.concatenate(gaps))) if gaps else 0.0
+    dead = float(np.mean(np.concatenate(local) < DEAD_BELOW)) if local else 0.0
+    largest, argmax = 0.0, None
+    for (output, input_name), jacobian in jacobians.items():
+        if jacobian.size == 0:
+            continue
+        magnitude = np.abs(jacobian.reshape(len(jacobian), -1))
+        flat = int(np.argmax(magnitude))
+        value = float(magnitude.reshape(-1)[flat])
+        if argmax is None or value > largest:
+            row, rest = divmod(flat, magnitude.shape[1])
+            index = [int(i) for i in np.unravel_index(rest, jacobian.shape[1:])]
+            largest = value
+            argmax = {"output": output, "input": input_name, "row": row, "index": index}
     text = (
-        f"{magnitude.shape[0]} row(s), {magnitude.shape[1]} output(s). "
-        f"Surrogate gap {gap:.4g} (mean |surrogate - hard|). "
-        f"{dead:.1%} of local gradients are dead (|d surrogate / d pre_round| < {DEAD_BELOW:g}). "
-        f"Largest input gradient {largest:.4g} at row {row}, output {output}, input {pixel}{where}."
+        f"{dead:.0%} of the rounding layers' local gradients are dead (|d|<1e-6); "
+        f"surrogate values are {gap:.3f} from the hard values on average"
     )
+    if argmax is not None:
+        text += (
+            f"; the largest |d output/d input| is {largest:.3g}, "
+            f"output '{argmax['output']}' w.r.t. input '{argmax['input']}' in row {argmax['row']}"
+        )
     return {
         "surrogate_gap": gap,
         "dead_gradient_share": dead,
-        "max_abs_input_grad": largest,
-        "argmax": {"row": row, "output": output, "input": pixel},
-        "text": text,
+        "max_abs_jacobian": largest,
+        "argmax": argmax,
+        "text": text + ".",
     }

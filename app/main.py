@@ -16,6 +16,7 @@ from app.api import health, native, tfserving, ui, v2
 from app.api.common import EXTRA_SCHEMAS, ErrorBody, ProtocolErrorBody
 from app.api.handlers import install_error_handlers
 from app.config import Settings, get_settings
+from app.dataplane import DataPlane
 from app.main_version import VERSION
 from app.metrics import ServiceMetrics
 from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
@@ -39,9 +40,11 @@ OPEN_PATHS = (
 )
 OPEN_PREFIXES = ("/ui/static/",)
 
-DESCRIPTION = """Hard 0/1 predictions of models trained through differentiable rounding,
-their surrogate values and gradients, over the service's own API, TensorFlow
-Serving's REST API (`/v1/...`) and the Open Inference Protocol v2 (`/v2/...`).
+DESCRIPTION = """Predictions of any TensorFlow SavedModel (hard, exactly rounded values for
+models trained through differentiable rounding), and the relaxed values and
+gradients of models exported by `diffround.export`, over the service's own
+API, TensorFlow Serving's REST API (`/v1/...`) and the Open Inference
+Protocol v2 (`/v2/...`).
 When `API_KEY` is set, model endpoints need `X-API-Key: <key>` or
 `Authorization: Bearer <key>`; health, metrics and docs stay open."""
 
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = ServiceMetrics()
     repository = ModelRepository(settings, metrics)
+    dataplane = DataPlane(repository, settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -110,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="diffround", version=VERSION, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.repository = repository
+    app.state.dataplane = dataplane
     app.state.metrics = metrics
     install_error_handlers(app)
 

@@ -1,29 +1,181 @@
-"""The protocol-neutral model layer: every TensorFlow call of the service lives here.
+"""The model layer: every TensorFlow call of the service lives here.
 
-A `Predictor` wraps one loaded SavedModel version with the contract's
-`serving_default` and `grad` signatures (docs/contract.md, section 2). It
-takes and returns NumPy arrays; routes never touch tensors.
+A `Predictor` wraps one loaded SavedModel version, whatever exported it
+(`diffround.export`, Keras `model.export()`, a TF1 graph export): one
+`SignatureRunner` per signature of `loaded.signatures`, each knowing its
+input and output specs (names, dtypes, shapes with -1 for variable
+dimensions). Runners take and return NumPy arrays; routes never touch tensors.
 """
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAME = "inputs"
-INPUT_WIDTH = 64
-PREDICT_SIGNATURE = "serving_default"
+#: The signature a request runs when it names none (TF Serving's default).
+DEFAULT_SIGNATURE = "serving_default"
+#: The signature `diffround.export` writes with relaxed values and gradients.
 GRAD_SIGNATURE = "grad"
-PREDICT_OUTPUT = "outputs"
-GRAD_OUTPUTS = ("hard", "surrogate", "pre_round", "local_grad", "input_grad")
 
 
 class InvalidModel(Exception):
-    """A SavedModel that does not meet the contract; the message says why (no paths)."""
+    """A SavedModel that cannot be served; the message says why (no paths)."""
+
+
+class ModelCallError(Exception):
+    """The model refused the inputs at call time (a graph's own shape or value check).
+
+    The message is TensorFlow's first line, without paths; callers report it as
+    invalid input (TF Serving answers such errors with 400).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One input or output of a signature.
+
+    Attributes:
+        name: The key the signature uses.
+        dtype: NumPy dtype (`np.object_` for strings).
+        shape: Dimensions with -1 for a variable one; None when the rank is unknown.
+    """
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...] | None
+
+    @property
+    def batched(self) -> bool:
+        """Whether the first dimension is a variable batch dimension."""
+        return self.shape is not None and len(self.shape) >= 1 and self.shape[0] == -1
+
+    @property
+    def dtype_name(self) -> str:
+        """TensorFlow's name of the dtype (`float32`, `int64`, `string`, ...)."""
+        return "string" if self.dtype == np.object_ else self.dtype.name
+
+    def describe(self) -> dict[str, Any]:
+        """`{"name", "dtype", "shape"}` for metadata documents (shape null: unknown rank)."""
+        return {
+            "name": self.name,
+            "dtype": self.dtype_name,
+            "shape": None if self.shape is None else list(self.shape),
+        }
+
+
+class SignatureRunner(Protocol):
+    """A callable signature: NumPy inputs by name -> NumPy outputs by name."""
+
+    name: str
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    strict_shapes: bool
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the signature."""
+        ...
+
+
+def _numpy_dtype(dtype: tf.DType) -> np.dtype:
+    if dtype == tf.string:
+        return np.dtype(np.object_)
+    return np.dtype(dtype.as_numpy_dtype)
+
+
+def _spec(name: str, dtype: tf.DType, shape: tf.TensorShape) -> TensorSpec:
+    dims = None if shape.rank is None else tuple(-1 if d is None else int(d) for d in shape)
+    return TensorSpec(name, _numpy_dtype(dtype), dims)
+
+
+_NOISE_PREFIXES = ("Graph execution error", "Detected at node", "<stack traces", "[[", "Node:")
+
+
+def graph_error_message(exc: BaseException) -> str:
+    """The line of a TensorFlow error that says what is wrong, without node names or paths.
+
+    A graph's own check (`Matrix size-incompatible: In[0]: [2,4], In[1]: [3,2]`)
+    comes after lines naming the node and where it was defined; those are dropped.
+    """
+    text = getattr(exc, "message", None) or str(exc)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_NOISE_PREFIXES)]
+    line = (useful or lines or [type(exc).__name__])[-1 if useful else 0]
+    line = line.split(" [Op:", 1)[0].split("\t [[", 1)[0]
+    return line[:300]
+
+
+class SavedModelRunner:
+    """One signature of a loaded SavedModel, called through its concrete function.
+
+    TF2 signatures (Keras `model.export()`, `tf.saved_model.save`) declare the
+    shapes they compute with, so requests are checked against them up front
+    (`strict_shapes`). TF1 graph exports often declare shapes their graph does
+    not need (`[-1, 1]` fed with `[3]`); like TF Serving, only their dtypes
+    are checked up front, and the graph's own shape error becomes a 400.
+
+    Args:
+        name: The signature key.
+        function: `loaded.signatures[name]`.
+    """
+
+    def __init__(self, name: str, function: Any) -> None:
+        self.name = name
+        self._function = function
+        self.strict_shapes = type(function).__name__ != "WrappedFunction"
+        _, kwargs = function.structured_input_signature
+        self.inputs = {key: _spec(key, spec.dtype, spec.shape) for key, spec in kwargs.items()}
+        outputs = function.structured_outputs
+        if not isinstance(outputs, dict):
+            raise InvalidModel(f"signature '{name}' does not return named outputs")
+        self.outputs = {key: _spec(key, value.dtype, value.shape) for key, value in outputs.items()}
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the signature on NumPy arrays.
+
+        Raises:
+            ModelCallError: The graph refused the inputs (shape or value checks inside it).
+        """
+        tensors = {
+            key: tf.constant(value, dtype=tf.string)
+            if self.inputs[key].dtype == np.object_
+            else tf.constant(value)
+            for key, value in inputs.items()
+        }
+        try:
+            result = self._function(**tensors)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            raise ModelCallError(graph_error_message(exc)) from None
+        return {key: value.numpy() for key, value in result.items()}
+
+
+class Predictor:
+    """One loaded SavedModel version: a runner per signature.
+
+    Args:
+        loaded: The object `tf.saved_model.load` returned.
+
+    Raises:
+        InvalidModel: The SavedModel has no signature that can be served.
+    """
+
+    def __init__(self, loaded: Any) -> None:
+        self._loaded = loaded  # keeps the variables alive
+        self.runners: dict[str, SignatureRunner] = {}
+        for name, function in loaded.signatures.items():
+            try:
+                self.runners[name] = SavedModelRunner(name, function)
+            except InvalidModel as exc:
+                logger.warning("signature skipped: %s", exc)
+        if not self.runners:
+            raise InvalidModel("the SavedModel has no servable signature")
+        self.default_signature = (
+            DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in self.runners else sorted(self.runners)[0]
+        )
 
 
 def limit_tensorflow_threads(intra_op: int = 1, inter_op: int = 1) -> None:
@@ -39,145 +191,17 @@ def limit_tensorflow_threads(intra_op: int = 1, inter_op: int = 1) -> None:
         logger.debug("TensorFlow already initialised; thread limits left as they are")
 
 
-def _spec(dtype: tf.DType, shape: tf.TensorShape) -> dict[str, Any]:
-    dims = None if shape.rank is None else [-1 if d is None else int(d) for d in shape.as_list()]
-    return {"dtype": dtype.name, "shape": dims}
-
-
-def describe_signature(function: Any) -> dict[str, dict[str, dict[str, Any]]]:
-    """Inputs and outputs of a concrete signature function: `{name: {"dtype", "shape"}}`.
-
-    Args:
-        function: One entry of `loaded.signatures`.
-
-    Returns:
-        `{"inputs": {...}, "outputs": {...}}` with shapes as lists (-1 for a variable dimension).
-    """
-    _, kwargs = function.structured_input_signature
-    inputs = {name: _spec(spec.dtype, spec.shape) for name, spec in kwargs.items()}
-    outputs = {
-        name: _spec(function.output_dtypes[name], function.output_shapes[name])
-        for name in function.output_dtypes
-    }
-    return {"inputs": inputs, "outputs": outputs}
-
-
-class Predictor:
-    """One loaded SavedModel version: validated signatures, NumPy in and out.
-
-    Args:
-        loaded: The object `tf.saved_model.load` returned.
-
-    Raises:
-        InvalidModel: A signature is missing or its inputs/outputs differ from the contract.
-    """
-
-    def __init__(self, loaded: Any) -> None:
-        self._loaded = loaded  # keeps the variables alive
-        signatures = loaded.signatures
-        for name in (PREDICT_SIGNATURE, GRAD_SIGNATURE):
-            if name not in signatures:
-                raise InvalidModel(f"the SavedModel has no '{name}' signature")
-        self._predict_fn = signatures[PREDICT_SIGNATURE]
-        self._grad_fn = signatures[GRAD_SIGNATURE]
-        self.signatures = {
-            PREDICT_SIGNATURE: describe_signature(self._predict_fn),
-            GRAD_SIGNATURE: describe_signature(self._grad_fn),
-        }
-        self.width, self.outputs = self._check_contract()
-
-    def _check_contract(self) -> tuple[int, int]:
-        predict = self.signatures[PREDICT_SIGNATURE]
-        grad = self.signatures[GRAD_SIGNATURE]
-        for name, sig in ((PREDICT_SIGNATURE, predict), (GRAD_SIGNATURE, grad)):
-            inputs = sig["inputs"]
-            if list(inputs) != [INPUT_NAME]:
-                raise InvalidModel(
-                    f"signature '{name}' takes {sorted(inputs)}, expected one input '{INPUT_NAME}'"
-                )
-            spec = inputs[INPUT_NAME]
-            if spec["dtype"] != "float32" or spec["shape"] is None or len(spec["shape"]) != 2:
-                raise InvalidModel(f"signature '{name}' input is not float32 [batch, width]")
-            if spec["shape"][1] != INPUT_WIDTH:
-                raise InvalidModel(
-                    f"signature '{name}' takes rows of {spec['shape'][1]} values, "
-                    f"the contract needs {INPUT_WIDTH}"
-                )
-        if PREDICT_OUTPUT not in predict["outputs"]:
-            raise InvalidModel(f"signature '{PREDICT_SIGNATURE}' has no '{PREDICT_OUTPUT}' output")
-        shape = predict["outputs"][PREDICT_OUTPUT]["shape"]
-        if shape is None or len(shape) != 2 or shape[1] < 1:
-            raise InvalidModel(f"output '{PREDICT_OUTPUT}' is not [batch, K] with a known K")
-        k = shape[1]
-        missing = [name for name in GRAD_OUTPUTS if name not in grad["outputs"]]
-        if missing:
-            raise InvalidModel(f"signature '{GRAD_SIGNATURE}' lacks outputs {missing}")
-        return INPUT_WIDTH, k
-
-    def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """Hard 0/1 outputs of `serving_default`.
-
-        Args:
-            inputs: float32 `[n, 64]`.
-
-        Returns:
-            float32 `[n, K]`.
-        """
-        return self._predict_fn(inputs=tf.constant(inputs))[PREDICT_OUTPUT].numpy()
-
-    def grad(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output of the `grad` signature.
-
-        Args:
-            inputs: float32 `[n, 64]`.
-
-        Returns:
-            `hard`, `surrogate`, `pre_round`, `local_grad` (`[n, K]`), `input_grad` (`[n, K, 64]`).
-        """
-        result = self._grad_fn(inputs=tf.constant(inputs))
-        return {name: result[name].numpy() for name in GRAD_OUTPUTS}
-
-    def warm_up(self, rows: np.ndarray) -> None:
-        """Call both signatures once at two batch sizes and check what comes back.
-
-        Args:
-            rows: float32 `[n, 64]` rows to call the model with (n >= 1).
-
-        Raises:
-            InvalidModel: Wrong output shapes, or outputs that are not exactly 0/1 or not finite.
-        """
-        for batch in (rows[:1], np.concatenate([rows, rows])[:2]):
-            n = len(batch)
-            hard = self.predict(batch)
-            if hard.shape != (n, self.outputs):
-                raise InvalidModel(f"warm-up: outputs have shape {hard.shape}, expected ({n}, K)")
-            if not np.isin(hard, (0.0, 1.0)).all():
-                raise InvalidModel("warm-up: outputs are not all exactly 0 or 1")
-            grads = self.grad(batch)
-            for name, value in grads.items():
-                expected = (
-                    (n, self.outputs, self.width) if name == "input_grad" else (n, self.outputs)
-                )
-                if value.shape != expected:
-                    raise InvalidModel(
-                        f"warm-up: grad output '{name}' has shape {value.shape}, "
-                        f"expected {expected}"
-                    )
-                if not np.isfinite(value).all():
-                    raise InvalidModel(f"warm-up: grad output '{name}' is not finite")
-
-
 def load_predictor(path: Path) -> Predictor:
-    """Load and validate one SavedModel version directory.
+    """Load one SavedModel version directory.
 
     Args:
         path: `<models_root>/<name>/<version>`.
 
     Returns:
-        A validated `Predictor` (not yet warmed up).
+        A `Predictor` (not yet warmed up).
 
     Raises:
-        InvalidModel: It does not load or does not meet the contract.
+        InvalidModel: It does not load or has no servable signature.
     """
     try:
         loaded = tf.saved_model.load(str(path))

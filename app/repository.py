@@ -25,29 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
-from app.batching import Batcher, split_array, split_dict
+from app.batching import Batcher, Tensors, split_dict
 from app.config import Settings
 from app.errors import ModelNotFound, ModelNotReady
+from app.metadata import METADATA_FILE, read_model_info, without_paths
 from app.metrics import ServiceMetrics
-from app.predictor import (
-    GRAD_SIGNATURE,
-    PREDICT_SIGNATURE,
-    InvalidModel,
-    Predictor,
-    load_predictor,
-)
+from app.predictor import InvalidModel, SignatureRunner, load_predictor
+from app.served import ServedVersion
 
 logger = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-METADATA_FILE = Path("assets.extra") / "diffround.json"
-METADATA_FORMAT = "diffround.savedmodel/v1"
 _VERSION_PATTERN = re.compile(r"^[0-9]{1,18}$")
-# An absolute POSIX path of two or more components (not a URL's, not a relative one).
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[\w.~-]+/)+[\w.~-]*")
 
 Stamp = tuple[tuple[str, int, int], ...]
 
@@ -94,109 +85,6 @@ def version_stamp(path: Path) -> Stamp:
                 continue
             stamp.append((os.path.relpath(full, path), info.st_size, info.st_mtime_ns))
     return tuple(sorted(stamp))
-
-
-def without_paths(value: Any) -> Any:
-    """A metadata value with every absolute filesystem path replaced by `<path>`.
-
-    Exports record the command that trained them, `--models-root /...`
-    included; the service never shows a filesystem path of any machine.
-    """
-    if isinstance(value, str):
-        return _ABSOLUTE_PATH.sub("<path>", value) if "/" in value else value
-    if isinstance(value, list):
-        return [without_paths(item) for item in value]
-    if isinstance(value, dict):
-        return {key: without_paths(item) for key, item in value.items()}
-    return value
-
-
-def read_metadata(path: Path, width: int, outputs: int) -> dict[str, Any]:
-    """Read and check `assets.extra/diffround.json` of a version directory.
-
-    Args:
-        path: The version directory.
-        width: The input width the signatures take.
-        outputs: K, the number of outputs the signatures give.
-
-    Returns:
-        The metadata document.
-
-    Raises:
-        InvalidModel: Missing, not JSON, or not matching the contract or the signatures.
-    """
-    try:
-        metadata = orjson.loads((path / METADATA_FILE).read_bytes())
-    except FileNotFoundError:
-        raise InvalidModel("it has no assets.extra/diffround.json metadata") from None
-    except (OSError, orjson.JSONDecodeError):
-        raise InvalidModel("its assets.extra/diffround.json is not readable JSON") from None
-    if not isinstance(metadata, dict):
-        raise InvalidModel("its metadata is not a JSON object")
-    metadata = without_paths(metadata)
-    if metadata.get("format") != METADATA_FORMAT:
-        raise InvalidModel(f"its metadata format is not '{METADATA_FORMAT}'")
-    if not isinstance(metadata.get("method"), str):
-        raise InvalidModel("its metadata names no surrogate 'method'")
-    if not isinstance(metadata.get("params", {}), dict):
-        raise InvalidModel("its metadata 'params' is not an object")
-    for key, expected in (("inputs", width), ("outputs", outputs)):
-        specs = metadata.get(key)
-        if isinstance(specs, list) and specs and isinstance(specs[0], dict):
-            shape = specs[0].get("shape")
-            if isinstance(shape, list) and shape and shape[-1] != expected:
-                raise InvalidModel(
-                    f"its metadata says {key} have width {shape[-1]}, the signatures {expected}"
-                )
-    return metadata
-
-
-def _warm_up_rows(metadata: dict[str, Any], width: int) -> np.ndarray:
-    rows = [
-        example["inputs"]
-        for example in metadata.get("examples") or []
-        if isinstance(example, dict)
-        and isinstance(example.get("inputs"), list)
-        and len(example["inputs"]) == width
-    ]
-    try:
-        array = np.asarray(rows, dtype=np.float32).reshape(-1, width)
-    except (TypeError, ValueError):
-        array = np.zeros((0, width), np.float32)
-    if len(array) == 0 or not np.isfinite(array).all():
-        array = np.zeros((1, width), np.float32)
-    return array
-
-
-@dataclass(eq=False)
-class ServedVersion:
-    """A loaded, validated, warmed-up model version and its batchers."""
-
-    name: str
-    version: int
-    predictor: Predictor
-    metadata: dict[str, Any]
-    predict_batcher: Batcher[np.ndarray]
-    grad_batcher: Batcher[dict[str, np.ndarray]]
-    loaded_at: float = field(default_factory=time.time)
-
-    @property
-    def width(self) -> int:
-        """Values per input row."""
-        return self.predictor.width
-
-    @property
-    def outputs(self) -> int:
-        """K, the number of hard outputs."""
-        return self.predictor.outputs
-
-    async def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Hard outputs for `rows` (dynamically batched with other callers of this version)."""
-        return await self.predict_batcher.submit(rows)
-
-    async def grad(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Every `grad` signature output for `rows` (dynamically batched)."""
-        return await self.grad_batcher.submit(rows)
 
 
 @dataclass(eq=False)
@@ -346,35 +234,22 @@ class ModelRepository:
     def _load(self, name: str, version: int, path: Path) -> ServedVersion:
         """Load, validate and warm up one version (runs in a worker thread)."""
         predictor = load_predictor(path)
-        metadata = read_metadata(path, predictor.width, predictor.outputs)
-        try:
-            predictor.warm_up(_warm_up_rows(metadata, predictor.width))
-        except InvalidModel:
-            raise
-        except Exception as exc:  # TensorFlow errors from a model that loads but cannot run
-            raise InvalidModel(f"warm-up call failed ({type(exc).__name__})") from exc
+        info = read_model_info(path, predictor.runners)
         settings = self._settings
         wait_s = settings.batch_max_wait_ms / 1000.0
-        return ServedVersion(
-            name=name,
-            version=version,
-            predictor=predictor,
-            metadata=metadata,
-            predict_batcher=Batcher(
-                predictor.predict,
-                split_array,
-                max_rows=settings.batch_max_size,
-                max_wait_s=wait_s,
-                observe=self._metrics.observer(name, PREDICT_SIGNATURE),
-            ),
-            grad_batcher=Batcher(
-                predictor.grad,
+
+        def make_batcher(signature: str, runner: SignatureRunner) -> Batcher[Tensors]:
+            return Batcher(
+                runner,
                 split_dict,
                 max_rows=settings.batch_max_size,
                 max_wait_s=wait_s,
-                observe=self._metrics.observer(name, GRAD_SIGNATURE),
-            ),
-        )
+                observe=self._metrics.observer(name, signature),
+            )
+
+        served = ServedVersion(name, version, predictor, info, make_batcher)
+        served.warm_up()
+        return served
 
     def _freeze_heap(self) -> None:
         """Collect once and freeze what survives (TensorFlow's ~300k objects).

@@ -2,16 +2,17 @@
 
 from typing import Annotated, Any
 
-import numpy as np
 import orjson
 from fastapi import Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from app.codecs.common import Encoded
+from app.dataplane import DataPlane
 from app.errors import ModelNotFound
 from app.metrics import ServiceMetrics
 from app.repository import ModelRepository
-from app.validation import check_json_content_type, decode_json
+from app.validation import check_json_content_type
 
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its
@@ -26,7 +27,13 @@ async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
+async def get_dataplane(request: Request) -> DataPlane:
+    """The app's data plane."""
+    return request.app.state.dataplane
+
+
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 
 
@@ -40,8 +47,8 @@ class NumpyJSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-async def read_json(request: Request, *, check_content_type: bool = True) -> tuple[bytes, Any]:
-    """Check the Content-Type, read the body (size-limited by the middleware), decode it.
+async def read_body(request: Request, *, check_content_type: bool = True) -> bytes:
+    """Check the Content-Type and read the body (size-limited by the middleware).
 
     Args:
         request: The request.
@@ -50,17 +57,21 @@ async def read_json(request: Request, *, check_content_type: bool = True) -> tup
             sends a form type).
 
     Returns:
-        The raw body and the decoded document.
+        The raw body.
     """
     if check_content_type:
         check_json_content_type(request.headers.get("content-type"))
-    body = await request.body()
-    return body, decode_json(body)
+    return await request.body()
 
 
-def may_hold_booleans(body: bytes) -> bool:
-    """Whether a body might hold a JSON `true`/`false` (then the row parser scans for them)."""
-    return b"true" in body or b"false" in body
+def encoded_response(encoded: Encoded) -> Response:
+    """A codec's answer as a Starlette response."""
+    return Response(
+        encoded.body,
+        status_code=encoded.status,
+        media_type=encoded.media_type,
+        headers=encoded.headers or None,
+    )
 
 
 def parse_path_version(text: str) -> int:
@@ -72,11 +83,6 @@ def parse_path_version(text: str) -> int:
     if text.isascii() and text.isdigit() and 0 < len(text) <= 18 and int(text) > 0:
         return int(text)
     raise ModelNotFound("No such version: versions are positive integers (1, 2, ...).")
-
-
-def contiguous(array: np.ndarray) -> np.ndarray:
-    """orjson serialises only C-contiguous arrays."""
-    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
 # -- OpenAPI -------------------------------------------------------------

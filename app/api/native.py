@@ -1,8 +1,11 @@
-"""The service's own API: `/predict`, `/grad`, `/models[...]` (docs/contract.md, section 3)."""
+"""The service's own API: `/predict`, `/grad`, `/models[...]` (docs/contract.md, section 3).
 
-from typing import Annotated, Any
+The bodies are read and answered by `app.codecs.native` over the data plane;
+the models below only document them in the OpenAPI spec.
+"""
 
-import numpy as np
+from typing import Any
+
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
@@ -10,53 +13,64 @@ from starlette.responses import Response
 from app.api.common import (
     NumpyJSONResponse,
     RepositoryDep,
-    contiguous,
+    encoded_response,
     error_responses,
-    may_hold_booleans,
     parse_path_version,
-    read_json,
+    read_body,
     request_body,
 )
-from app.errors import InvalidInput, ModelNotFound
-from app.interpret import decode_outputs, grad_summary
-from app.predictor import INPUT_NAME
-from app.repository import ModelRepository, ServedVersion
-from app.validation import require_object, rows_to_array, unwrap_named_instances
+from app.codecs import native as codec
+from app.repository import ModelRepository
 
 router = APIRouter(tags=["native"])
 
-Row = Annotated[list[float], Field(min_length=64, max_length=64)]
-_FIELDS = ("inputs", "instances", "model", "version")
+Tensor = Any
 
 
 class PredictRequest(BaseModel):
-    """A batch of rows, `inputs` (or TF Serving's `instances`); model and version optional."""
+    """`inputs` (a tensor, or an object of named tensors) or `instances` (rows)."""
 
-    inputs: list[Row] | None = Field(
-        default=None, min_length=1, description="Rows of 64 grey levels 0..16 (8x8, row major)."
+    inputs: Tensor | dict[str, Tensor] | None = Field(
+        default=None,
+        description="A tensor for a one-input model, or an object naming every input's tensor.",
     )
-    instances: list[Row] | None = Field(
-        default=None, min_length=1, description="Same as `inputs` (TF Serving's row form)."
+    instances: list[Any] | None = Field(
+        default=None,
+        min_length=1,
+        description="TF Serving's row form: one value per row, or one object per row naming "
+        "every input.",
     )
     model: str | None = Field(default=None, description="Model name (default: DEFAULT_MODEL).")
     version: int | None = Field(default=None, ge=1, description="Version (default: serving).")
 
 
 class PredictResponse(BaseModel):
-    """Hard 0/1 outputs and the model version that computed them."""
+    """Every output of the default signature, by name, and the version that computed them."""
 
     model: str
     version: int
-    outputs: list[list[int]]
+    outputs: dict[str, Any]
     decoded: list[int | None] | None
 
 
-class Argmax(BaseModel):
-    """Where the largest-magnitude input gradient is."""
+class GradOutput(BaseModel):
+    """One model output: hard value, relaxed value, Jacobians by input."""
 
-    row: int
-    output: int
-    input: int
+    hard: Any = None
+    relaxed: Any
+    jacobians: dict[str, Any]
+
+
+class GradLayer(BaseModel):
+    """One rounding layer of the model."""
+
+    method: str | None
+    params: dict[str, Any]
+    grid: dict[str, Any] | None
+    hard: Any = None
+    pre_round: Any = None
+    surrogate: Any = None
+    local_grad: Any = None
 
 
 class GradSummary(BaseModel):
@@ -64,23 +78,19 @@ class GradSummary(BaseModel):
 
     surrogate_gap: float
     dead_gradient_share: float
-    max_abs_input_grad: float
-    argmax: Argmax
+    max_abs_jacobian: float
+    argmax: dict[str, Any] | None
     text: str
 
 
 class GradResponse(BaseModel):
-    """Hard outputs, surrogate values and their gradients."""
+    """Relaxed values and gradients of a `diffround.export` model."""
 
     model: str
     version: int
-    method: str
-    params: dict[str, Any]
-    hard: list[list[int]]
-    surrogate: list[list[float]]
-    pre_round: list[list[float]]
-    local_grad: list[list[float]]
-    input_grad: list[list[list[float]]]
+    outputs: dict[str, GradOutput]
+    rounding_layers: dict[str, GradLayer]
+    omitted_jacobians: list[dict[str, Any]]
     summary: GradSummary
 
 
@@ -92,6 +102,8 @@ class ModelStatus(BaseModel):
     serving_version: int | None
     ready: bool
     default: bool
+    signatures: list[str]
+    gradients: bool
 
 
 class ModelList(BaseModel):
@@ -101,107 +113,47 @@ class ModelList(BaseModel):
 
 
 class ModelMetadata(BaseModel, extra="allow"):
-    """The version's `assets.extra/diffround.json` plus `serving_version`."""
+    """The version's `assets.extra/diffround.json` (if any), `serving_version` and signatures."""
 
     serving_version: int | None
 
 
-async def _parse(
-    request: Request, repository: ModelRepository, max_rows: int
-) -> tuple[ServedVersion, np.ndarray]:
-    body, document = await read_json(request)
-    document = require_object(document, _FIELDS)
-    has_inputs, has_instances = "inputs" in document, "instances" in document
-    if has_inputs and has_instances:
-        raise InvalidInput("Send either 'inputs' or 'instances', not both.")
-    if not (has_inputs or has_instances):
-        raise InvalidInput(
-            "Missing 'inputs' or 'instances' key: send {\"inputs\": [[64 numbers], ...]}."
-        )
-    model = document.get("model")
-    if model is not None and not isinstance(model, str):
-        raise InvalidInput("'model' must be a string (a model name).")
-    version = document.get("version")
-    if version is not None and (type(version) is not int or version < 1):
-        raise InvalidInput("'version' must be a positive integer.")
-    served = repository.resolve(model, version)
-    field = "inputs" if has_inputs else "instances"
-    rows = document[field]
-    if field == "instances":
-        rows = unwrap_named_instances(rows, INPUT_NAME)
-    array = rows_to_array(
-        rows,
-        field=field,
-        width=served.width,
-        max_rows=max_rows,
-        strict_types=may_hold_booleans(body),
-    )
-    return served, array
-
-
 @router.post(
     "/predict",
-    summary="Hard 0/1 predictions",
+    summary="Hard predictions",
     response_model=None,
     responses={
-        200: {"model": PredictResponse, "description": "One row of 0/1 outputs per input row"},
+        200: {"model": PredictResponse, "description": "Every output, by name"},
         **error_responses(401, 404, 413, 415, 422, 503),
     },
     openapi_extra=request_body(PredictRequest),
 )
 async def predict(request: Request) -> Response:
-    """Hard predictions of `serving_default` for a batch of rows (dynamically batched)."""
-    # The hot path reads the repository and settings from app.state instead of
-    # RepositoryDep/SettingsDep: FastAPI's dependency solving costs ~40 us a
-    # request, a fifth of the service's per-request CPU at 32 connections.
-    state = request.app.state
-    served, rows = await _parse(request, state.repository, state.settings.max_batch_rows)
-    hard = (await served.predict(rows)).astype(np.int8)
-    return NumpyJSONResponse(
-        {
-            "model": served.name,
-            "version": served.version,
-            "outputs": hard,
-            "decoded": decode_outputs(hard, served.metadata.get("decoding")),
-        }
-    )
+    """Every output of the model's default signature (dynamically batched)."""
+    # The hot path reads the data plane from app.state instead of a dependency:
+    # FastAPI's dependency solving costs ~40 us a request (docs/benchmarks.md).
+    body = await read_body(request)
+    return encoded_response(await codec.predict(request.app.state.dataplane, body))
 
 
 @router.post(
     "/grad",
-    summary="Surrogate values and gradients",
+    summary="Relaxed values and gradients",
     response_model=None,
     responses={
-        200: {"model": GradResponse, "description": "The grad signature's outputs and a summary"},
+        200: {"model": GradResponse, "description": "Relaxed values, Jacobians, rounding layers"},
         **error_responses(401, 404, 413, 415, 422, 503),
     },
     openapi_extra=request_body(PredictRequest),
 )
 async def grad(request: Request) -> Response:
-    """Hard outputs, surrogate outputs, pre-round values, local and input gradients, and a summary.
+    """Hard and relaxed outputs, Jacobians, every rounding layer's values, and a summary.
 
-    404 when the service runs with `ENABLE_GRAD=false`.
+    404 when the service runs with `ENABLE_GRAD=false`, or when the model was
+    not exported by `diffround.export`.
     """
-    state = request.app.state  # as in `predict`: no dependency solving on the hot path
-    settings = state.settings
-    if not settings.enable_grad:
-        raise ModelNotFound("/grad is disabled on this service (ENABLE_GRAD=false).")
-    served, rows = await _parse(request, state.repository, settings.max_batch_rows)
-    grads = await served.grad(rows)
-    return NumpyJSONResponse(
-        {
-            "model": served.name,
-            "version": served.version,
-            "method": served.metadata.get("method"),
-            "params": served.metadata.get("params") or {},
-            "hard": grads["hard"].astype(np.int8),
-            "surrogate": contiguous(grads["surrogate"]),
-            "pre_round": contiguous(grads["pre_round"]),
-            "local_grad": contiguous(grads["local_grad"]),
-            "input_grad": contiguous(grads["input_grad"]),
-            "summary": grad_summary(grads),
-        }
-    )
+    body = await read_body(request)
+    return encoded_response(await codec.grad(request.app.state.dataplane, body))
 
 
 @router.get(
@@ -221,6 +173,8 @@ async def list_models(repository: RepositoryDep) -> dict[str, Any]:
                 "serving_version": entry.serving.version if entry.serving else None,
                 "ready": entry.serving is not None,
                 "default": entry.name == default,
+                "signatures": sorted(entry.serving.runners) if entry.serving else [],
+                "gradients": bool(entry.serving and entry.serving.info.grad is not None),
             }
             for entry in repository.entries()
         ]
@@ -230,7 +184,16 @@ async def list_models(repository: RepositoryDep) -> dict[str, Any]:
 def _metadata(repository: ModelRepository, name: str, version: int | None) -> Response:
     document = repository.metadata(name, version)
     serving = repository.entry(name).serving
-    return NumpyJSONResponse({**document, "serving_version": serving.version if serving else None})
+    extra: dict[str, Any] = {"serving_version": serving.version if serving else None}
+    if serving is not None and version in (None, serving.version):
+        extra["signatures"] = {
+            key: {
+                "inputs": [spec.describe() for spec in runner.inputs.values()],
+                "outputs": [spec.describe() for spec in runner.outputs.values()],
+            }
+            for key, runner in serving.runners.items()
+        }
+    return NumpyJSONResponse({**document, **extra})
 
 
 @router.get(
@@ -240,7 +203,7 @@ def _metadata(repository: ModelRepository, name: str, version: int | None) -> Re
     responses={200: {"model": ModelMetadata}, **error_responses(401, 404, 503)},
 )
 async def model_metadata(name: str, repository: RepositoryDep) -> Response:
-    """The serving version's `diffround.json` metadata plus `serving_version`."""
+    """The serving version's metadata, `serving_version` and every signature's specs."""
     return _metadata(repository, name, None)
 
 
@@ -251,5 +214,5 @@ async def model_metadata(name: str, repository: RepositoryDep) -> Response:
     responses={200: {"model": ModelMetadata}, **error_responses(401, 404, 503)},
 )
 async def model_version_metadata(name: str, version: str, repository: RepositoryDep) -> Response:
-    """One version's `diffround.json` metadata plus the model's `serving_version`."""
+    """One version's metadata plus the model's `serving_version`."""
     return _metadata(repository, name, parse_path_version(version))

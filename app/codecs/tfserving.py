@@ -1,0 +1,162 @@
+"""TensorFlow Serving's REST API (its `g3doc/api_rest.md`), over the data plane.
+
+- predict: `{"signature_name"?, "instances": rows}` (row form) or
+  `{"signature_name"?, "inputs": tensor | {name: tensor}}` (columnar form).
+  Row requests answer `{"predictions": ...}`: one output as the list of its
+  rows, several as one object per row. Columnar requests answer
+  `{"outputs": ...}`: one output as its tensor, several as an object.
+- status: `model_version_status`, AVAILABLE for the served version, END for refused ones.
+- metadata: `model_spec` and `signature_def` with every signature's inputs and outputs.
+
+Errors are `{"error": msg}` with TF Serving's codes (400, 404, 503; 401 and
+413 from the HTTP layer). Like TF Serving, the body is read as JSON whatever
+its Content-Type (`curl -d` sends a form type).
+"""
+
+from typing import Any
+
+from app.codecs.common import (
+    Encoded,
+    columnar_inputs,
+    dumps,
+    json_value,
+    may_hold_booleans,
+    require_object,
+    row_inputs,
+)
+from app.codecs.native import hard_outputs
+from app.dataplane import DataPlane, InferenceRequest
+from app.errors import InvalidInput, ModelNotFound
+from app.repository import ModelRepository
+from app.served import ServedVersion
+from app.tensors import TF_DATATYPES
+from app.validation import decode_json
+
+FIELDS = ("signature_name", "instances", "inputs")
+
+
+async def predict(plane: DataPlane, body: bytes, name: str, version: int | None) -> Encoded:
+    """`POST /v1/models/{name}[/versions/{v}]:predict`."""
+    document = require_object(decode_json(body), FIELDS)
+    signature = document.get("signature_name")
+    if signature is not None and not isinstance(signature, str):
+        raise InvalidInput("'signature_name' must be a string.")
+    has_instances, has_inputs = "instances" in document, "inputs" in document
+    if has_instances == has_inputs:
+        raise InvalidInput(
+            "Missing 'inputs' or 'instances' key"
+            if not has_instances
+            else "Request body must have exactly one of 'instances' or 'inputs', not both."
+        )
+    served = plane.resolve(name, version)
+    runner = plane.runner(served, signature)
+    if has_instances:
+        inputs = row_inputs(plane, document["instances"], runner, "instances")
+    else:
+        inputs = columnar_inputs(document["inputs"], runner, "inputs")
+    result = await plane.infer(
+        InferenceRequest(
+            name,
+            version,
+            runner.name,
+            inputs,
+            strict_types=may_hold_booleans(body),
+        )
+    )
+    outputs = _json_outputs(served, result.signature, result.outputs)
+    if not has_instances:
+        value: Any = next(iter(outputs.values())) if len(outputs) == 1 else outputs
+        return Encoded(dumps({"outputs": value}))
+    if len(outputs) == 1:
+        return Encoded(dumps({"predictions": next(iter(outputs.values()))}))
+    rows = {len(array) for array in result.outputs.values() if array.ndim >= 1}
+    if len(rows) != 1 or any(array.ndim == 0 for array in result.outputs.values()):
+        raise InvalidInput(
+            "The signature's outputs do not share a batch dimension, so they cannot be "
+            "answered as rows; send the columnar 'inputs' form instead."
+        )
+    count = rows.pop()
+    predictions = [{key: value[i] for key, value in outputs.items()} for i in range(count)]
+    return Encoded(dumps({"predictions": predictions}))
+
+
+def _json_outputs(served: ServedVersion, signature: str, outputs: dict[str, Any]) -> dict[str, Any]:
+    if signature == served.predictor.default_signature:
+        return hard_outputs(served, outputs)
+    return {key: json_value(value) for key, value in outputs.items()}
+
+
+def status(repository: ModelRepository, name: str, version: int | None) -> Encoded:
+    """`GET /v1/models/{name}[/versions/{v}]`."""
+    entry = repository.entry(name)
+    statuses: list[dict[str, Any]] = []
+    if entry.serving is not None and version in (None, entry.serving.version):
+        statuses.append(
+            {
+                "version": str(entry.serving.version),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        )
+    for refused, refusal in sorted(entry.refused.items(), reverse=True):
+        if version in (None, refused):
+            statuses.append(
+                {
+                    "version": str(refused),
+                    "state": "END",
+                    "status": {"error_code": "UNKNOWN", "error_message": refusal.reason},
+                }
+            )
+    if not statuses and version is not None and version in entry.on_disk:
+        statuses.append(
+            {
+                "version": str(version),
+                "state": "END",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        )
+    if not statuses:
+        what = f"version {version} of " if version is not None else "any version of "
+        raise ModelNotFound(f"Could not find {what}model '{name}'.")
+    return Encoded(dumps({"model_version_status": statuses}))
+
+
+def _tensor_info(spec: Any, tensor_name: str) -> dict[str, Any]:
+    shape = spec.shape
+    info: dict[str, Any] = {
+        "dtype": TF_DATATYPES.get(spec.dtype.name, "DT_INVALID"),
+        "tensor_shape": {
+            "dim": [{"size": str(d), "name": ""} for d in shape or ()],
+            "unknown_rank": shape is None,
+        },
+        "name": tensor_name,
+    }
+    return info
+
+
+def metadata(plane: DataPlane, served: ServedVersion) -> Encoded:
+    """`GET /v1/models/{name}[/versions/{v}]/metadata`: every signature it serves."""
+    signature_def = {}
+    for signature, runner in plane.signatures(served).items():
+        signature_def[signature] = {
+            "inputs": {
+                n: _tensor_info(spec, f"{signature}_{n}:0") for n, spec in runner.inputs.items()
+            },
+            "outputs": {
+                n: _tensor_info(spec, f"StatefulPartitionedCall:{i}")
+                for i, (n, spec) in enumerate(sorted(runner.outputs.items()))
+            },
+            "method_name": "tensorflow/serving/predict",
+        }
+    return Encoded(
+        dumps(
+            {
+                "model_spec": {
+                    "name": served.name,
+                    "signature_name": "",
+                    "version": str(served.version),
+                },
+                "metadata": {"signature_def": {"signature_def": signature_def}},
+            }
+        )
+    )

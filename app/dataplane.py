@@ -1,0 +1,274 @@
+"""The protocol-neutral data plane (KServe's `DataPlane`): every protocol's requests end here.
+
+A codec (native, TF Serving, v2) turns a body into an `InferenceRequest`
+of named, still-undecoded input values; the data plane resolves model and
+version, picks the signature (refusing `grad` when gradients are disabled),
+validates every input against the signature's specs (names, dtypes, shapes
+with -1 dimensions), applies the row limit, runs the model through the
+version's batchers and returns the requested outputs. The envelope rules of
+all three protocols live here, once.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.batching import Tensors
+from app.config import Settings
+from app.errors import InvalidInput, ModelNotFound, PayloadTooLarge
+from app.predictor import GRAD_SIGNATURE, ModelCallError, SignatureRunner
+from app.repository import ModelRepository
+from app.served import ServedVersion
+from app.tensors import check_shape, json_to_array, show_shape
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """One inference request, whatever protocol it came in.
+
+    Attributes:
+        model: The model named, or None for the default model.
+        version: The version named, or None for the serving one.
+        signature: The signature named, or None for the model's default.
+        inputs: Input name -> a decoded JSON value or an already decoded array (binary data).
+        outputs: Output names to return (in this order), or None for all.
+        strict_types: Whether the body may hide booleans among numbers (see `json_to_array`).
+    """
+
+    model: str | None
+    version: int | None
+    signature: str | None
+    inputs: dict[str, Any]
+    outputs: list[str] | None = None
+    strict_types: bool = True
+
+
+@dataclass(slots=True)
+class InferenceResult:
+    """The outputs of one request and what computed them."""
+
+    served: ServedVersion
+    signature: str
+    outputs: Tensors
+
+
+class DataPlane:
+    """Resolve, validate, batch and run requests against the model repository.
+
+    Args:
+        repository: The served models.
+        settings: Limits (`MAX_BATCH_ROWS`) and the gradient policy (`ENABLE_GRAD`).
+    """
+
+    def __init__(self, repository: ModelRepository, settings: Settings) -> None:
+        self.repository = repository
+        self.settings = settings
+
+    # -- resolution ----------------------------------------------------------
+
+    def resolve(self, model: str | None, version: int | None) -> ServedVersion:
+        """The served version a request names (see `ModelRepository.resolve`)."""
+        return self.repository.resolve(model, version)
+
+    def signatures(self, served: ServedVersion) -> dict[str, SignatureRunner]:
+        """The signatures a request may name: all of them, less `grad` when it is disabled."""
+        runners = served.runners
+        if self.settings.enable_grad or GRAD_SIGNATURE not in runners:
+            return runners
+        return {name: runner for name, runner in runners.items() if name != GRAD_SIGNATURE}
+
+    def runner(self, served: ServedVersion, signature: str | None) -> SignatureRunner:
+        """The signature a request runs.
+
+        Raises:
+            InvalidInput: No such signature (or `grad` while gradients are disabled).
+        """
+        name = served.predictor.default_signature if signature in (None, "") else signature
+        runners = self.signatures(served)
+        if name not in runners:
+            disabled = (
+                " (gradients are disabled on this service: ENABLE_GRAD=false)"
+                if name == GRAD_SIGNATURE and GRAD_SIGNATURE in served.runners
+                else ""
+            )
+            raise InvalidInput(
+                f'Serving signature name: "{str(name)[:64]}" not found in signature def'
+                f"{disabled}; signatures are: {', '.join(sorted(runners))}."
+            )
+        return runners[name]
+
+    def signature_for_outputs(self, served: ServedVersion, outputs: list[str]) -> str:
+        """The signature that has every requested output (v2 picks signatures by outputs).
+
+        Raises:
+            InvalidInput: No signature has them all; the message lists what there is.
+        """
+        default = served.predictor.default_signature
+        runners = self.signatures(served)
+        for name in (default, *sorted(runners)):
+            if all(output in runners[name].outputs for output in outputs):
+                return name
+        available = list(runners[default].outputs)
+        unknown = next(o for o in outputs if o not in runners[default].outputs)
+        grad_note = (
+            " (gradient outputs are disabled: ENABLE_GRAD=false)"
+            if GRAD_SIGNATURE in served.runners and GRAD_SIGNATURE not in runners
+            else ""
+        )
+        raise InvalidInput(
+            f"Unknown output '{unknown[:64]}'{grad_note}: outputs are {', '.join(available)}"
+            + (
+                f"; the '{GRAD_SIGNATURE}' signature adds "
+                f"{len(runners[GRAD_SIGNATURE].outputs)} more"
+                if GRAD_SIGNATURE in runners and default != GRAD_SIGNATURE
+                else ""
+            )
+            + "."
+        )
+
+    # -- validation ----------------------------------------------------------
+
+    def check_rows(self, rows: int) -> None:
+        """Refuse a batch over `MAX_BATCH_ROWS` (before any conversion work)."""
+        limit = self.settings.max_batch_rows
+        if rows > limit:
+            raise PayloadTooLarge(
+                f"Batch of {rows} rows is over the limit of {limit} rows "
+                "(MAX_BATCH_ROWS); split it into smaller requests."
+            )
+
+    def prepare(
+        self, runner: SignatureRunner, inputs: dict[str, Any], *, strict_types: bool = True
+    ) -> Tensors:
+        """Validate and convert a request's inputs for one signature.
+
+        Args:
+            runner: The signature.
+            inputs: Input name -> decoded JSON value or array.
+            strict_types: See `json_to_array`.
+
+        Returns:
+            One array per signature input.
+
+        Raises:
+            InvalidInput: A missing or unknown input, a wrong dtype or shape, or
+                batch-major inputs with different row counts.
+            PayloadTooLarge: More rows than `MAX_BATCH_ROWS`.
+        """
+        expected = runner.inputs
+        missing = [name for name in expected if name not in inputs]
+        if missing:
+            raise InvalidInput(
+                f"Missing input '{missing[0]}': the signature takes {_describe_inputs(runner)}."
+            )
+        unknown = [name for name in inputs if name not in expected]
+        if unknown:
+            raise InvalidInput(
+                f"Unknown input '{str(unknown[0])[:64]}': the signature takes "
+                f"{_describe_inputs(runner)}."
+            )
+        for name, value in inputs.items():
+            spec = expected[name]
+            if spec.batched and isinstance(value, list | np.ndarray):
+                self.check_rows(len(value))
+        arrays: Tensors = {}
+        for name, spec in expected.items():
+            value = inputs[name]
+            what = f"Input '{name}'"
+            if isinstance(value, np.ndarray):
+                if value.dtype != spec.dtype:
+                    raise InvalidInput(
+                        f"{what} has dtype {value.dtype.name}, "
+                        f"the signature takes {spec.dtype_name}."
+                    )
+                if runner.strict_shapes:
+                    check_shape(value, spec, what)
+                arrays[name] = value
+            else:
+                arrays[name] = json_to_array(
+                    value,
+                    spec,
+                    what=what,
+                    strict_shape=runner.strict_shapes,
+                    strict_types=strict_types,
+                )
+        batch_sizes = {
+            name: array.shape[0]
+            for name, array in arrays.items()
+            if expected[name].batched and array.ndim >= 1
+        }
+        if len(set(batch_sizes.values())) > 1:
+            shown = ", ".join(f"'{n}' {rows}" for n, rows in batch_sizes.items())
+            raise InvalidInput(
+                f"Inputs have different numbers of rows ({shown}): give each the same."
+            )
+        if batch_sizes and next(iter(batch_sizes.values())) == 0:
+            raise InvalidInput("Empty batch: the inputs have no rows; send at least one row.")
+        return arrays
+
+    # -- inference -------------------------------------------------------------
+
+    async def infer(self, request: InferenceRequest) -> InferenceResult:
+        """Run one request end to end.
+
+        Raises:
+            ModelNotFound, ModelNotReady: Resolution failed.
+            InvalidInput: Validation failed, an output is unknown or repeated, or
+                the model refused the inputs at call time.
+            PayloadTooLarge: Too many rows.
+        """
+        served = self.resolve(request.model, request.version)
+        outputs = request.outputs
+        if outputs is not None:
+            repeated = {name for name in outputs if outputs.count(name) > 1}
+            if repeated:
+                raise InvalidInput(
+                    f"Output '{sorted(repeated)[0][:64]}' is requested more than once: "
+                    "name each output once."
+                )
+        signature = request.signature
+        if signature is None and outputs:
+            signature = self.signature_for_outputs(served, outputs)
+        runner = self.runner(served, signature)
+        if outputs is not None:
+            unknown = [name for name in outputs if name not in runner.outputs]
+            if unknown:
+                raise InvalidInput(
+                    f"Unknown output '{unknown[0][:64]}': signature '{runner.name}' has outputs "
+                    f"{', '.join(runner.outputs)}."
+                )
+        arrays = self.prepare(runner, request.inputs, strict_types=request.strict_types)
+        result = await self.run(served, runner.name, arrays)
+        if outputs is not None:
+            result = {name: result[name] for name in outputs}
+        return InferenceResult(served, runner.name, result)
+
+    async def run(self, served: ServedVersion, signature: str, arrays: Tensors) -> Tensors:
+        """Call a signature on validated arrays; the model's own refusals become 400s."""
+        try:
+            return await served.call(signature, arrays)
+        except ModelCallError as exc:
+            raise InvalidInput(f"The model refused the input: {exc}") from None
+
+    def require_grad(self, served: ServedVersion) -> None:
+        """Refuse gradient requests when disabled or when the model was not exported for them.
+
+        Raises:
+            ModelNotFound: `ENABLE_GRAD=false`, or the version has no `grad` map.
+        """
+        if not self.settings.enable_grad:
+            raise ModelNotFound("/grad is disabled on this service (ENABLE_GRAD=false).")
+        if served.info.grad is None:
+            raise ModelNotFound(
+                f"Model '{served.name}' version {served.version} has no gradients to serve: it "
+                "was not exported by diffround.export (no 'grad' signature described in "
+                "assets.extra/diffround.json)."
+            )
+
+
+def _describe_inputs(runner: SignatureRunner) -> str:
+    return ", ".join(
+        f"'{name}' {spec.dtype_name} {show_shape(spec.shape)}"
+        for name, spec in runner.inputs.items()
+    )

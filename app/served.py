@@ -1,0 +1,131 @@
+"""A loaded, validated, warmed-up model version: its signatures, metadata and batchers."""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.batching import Batcher, Tensors, row_count, split_dict
+from app.metadata import ModelInfo, warm_up_inputs
+from app.predictor import GRAD_SIGNATURE, InvalidModel, Predictor, SignatureRunner
+
+#: Batch sizes every signature is called with before the version serves.
+WARM_UP_BATCHES = (1, 2)
+
+BatchKey = tuple[str, tuple[tuple[str, tuple[int, ...], str], ...]]
+
+
+def batchable(runner: SignatureRunner) -> bool:
+    """Whether requests to a signature can be stacked: every input and output is batch-major.
+
+    TF1 graph exports declare shapes loosely, so they are never stacked.
+    """
+    return (
+        runner.strict_shapes
+        and bool(runner.inputs)
+        and all(spec.batched for spec in runner.inputs.values())
+        and all(spec.batched for spec in runner.outputs.values())
+    )
+
+
+@dataclass(eq=False)
+class ServedVersion:
+    """One model version in service.
+
+    Args:
+        name: The model's name.
+        version: The version number.
+        predictor: Its signatures.
+        info: Its metadata (empty for SavedModels without `diffround.json`).
+        make_batcher: Builds the batcher of one signature and one input layout.
+    """
+
+    name: str
+    version: int
+    predictor: Predictor
+    info: ModelInfo
+    make_batcher: Callable[[str, Callable[[Tensors], Tensors]], Batcher[Tensors]]
+    loaded_at: float = field(default_factory=time.time)
+    _batchers: dict[BatchKey, Batcher[Tensors]] = field(default_factory=dict)
+
+    @property
+    def runners(self) -> dict[str, SignatureRunner]:
+        """Every signature, by key."""
+        return self.predictor.runners
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The metadata document (`{}` when the version has none)."""
+        return self.info.document
+
+    async def call(self, signature: str, inputs: Tensors) -> Tensors:
+        """Run a signature; batch-major requests with the same layout share model calls.
+
+        Args:
+            signature: The signature key.
+            inputs: Validated arrays, one per input.
+
+        Returns:
+            Every output of the signature for exactly these inputs.
+        """
+        runner = self.runners[signature]
+        if not batchable(runner):
+            return runner(inputs)
+        key: BatchKey = (
+            signature,
+            tuple((n, a.shape[1:], a.dtype.str) for n, a in sorted(inputs.items())),
+        )
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            if len(self._batchers) >= 64:  # many layouts (variable dims): keep the newest few
+                self._batchers.pop(next(iter(self._batchers)))
+            batcher = self._batchers[key] = self.make_batcher(signature, runner)
+        return await batcher.submit(inputs)
+
+    def warm_up(self) -> None:
+        """Call every signature at each warm-up batch size and check what comes back.
+
+        Raises:
+            InvalidModel: A call fails, an output misses its batch dimension, or an
+                output the metadata declares rounded is not on its grid.
+        """
+        for signature, runner in self.runners.items():
+            probes = warm_up_inputs(self.info, runner)
+            for probe in probes[:2]:
+                for rows in WARM_UP_BATCHES if batchable(runner) else (1,):
+                    inputs = {n: np.concatenate([a] * rows) for n, a in probe.items()}
+                    try:
+                        outputs = runner(inputs)
+                    except Exception as exc:  # TensorFlow errors from a graph that cannot run
+                        raise InvalidModel(
+                            f"warm-up call of signature '{signature}' failed ({type(exc).__name__})"
+                        ) from exc
+                    self._check_warm_up(signature, runner, rows, outputs)
+
+    def _check_warm_up(
+        self, signature: str, runner: SignatureRunner, rows: int, outputs: Tensors
+    ) -> None:
+        if batchable(runner):
+            for out_name, value in outputs.items():
+                if value.ndim == 0 or len(value) != rows:
+                    raise InvalidModel(
+                        f"warm-up: output '{out_name}' of '{signature}' has shape "
+                        f"{list(value.shape)} for {rows} rows"
+                    )
+        if signature == GRAD_SIGNATURE:
+            return
+        for out_name, grid in self.info.grids.items():
+            value = outputs.get(out_name)
+            if value is not None and value.dtype.kind in "iuf" and grid.off_grid(value).any():
+                raise InvalidModel(
+                    f"warm-up: output '{out_name}' of '{signature}' is not on its rounding grid"
+                )
+
+    def rows_of(self, inputs: Tensors) -> int:
+        """Rows of a batch-major request."""
+        return row_count(inputs)
+
+
+__all__ = ["ServedVersion", "batchable", "split_dict"]
