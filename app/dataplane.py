@@ -98,34 +98,44 @@ class DataPlane:
             )
         return runners[name]
 
-    def signature_for_outputs(self, served: ServedVersion, outputs: list[str]) -> str:
-        """The signature that has every requested output (v2 picks signatures by outputs).
+    def signatures_for_outputs(
+        self, served: ServedVersion, outputs: list[str]
+    ) -> dict[str, list[str]]:
+        """Which signature answers each requested output (v2 picks signatures by outputs).
+
+        Each output comes from the default signature when it has it, else from
+        the first other signature (by name) that does, so one request may
+        combine hard outputs and a `diffround.export` model's gradients.
+
+        Returns:
+            Signature -> its requested outputs, in request order.
 
         Raises:
-            InvalidInput: No signature has them all; the message lists what there is.
+            InvalidInput: An output no signature has; the message lists what there is.
         """
         default = served.predictor.default_signature
         runners = self.signatures(served)
-        for name in (default, *sorted(runners)):
-            if all(output in runners[name].outputs for output in outputs):
-                return name
-        available = list(runners[default].outputs)
-        unknown = next(o for o in outputs if o not in runners[default].outputs)
-        grad_note = (
-            " (gradient outputs are disabled: ENABLE_GRAD=false)"
-            if GRAD_SIGNATURE in served.runners and GRAD_SIGNATURE not in runners
-            else ""
+        order = [default, *sorted(name for name in runners if name != default)]
+        plan: dict[str, list[str]] = {}
+        for output in outputs:
+            owner = next((name for name in order if output in runners[name].outputs), None)
+            if owner is None:
+                raise InvalidInput(self._unknown_output(served, output))
+            plan.setdefault(owner, []).append(output)
+        return plan
+
+    def _unknown_output(self, served: ServedVersion, output: str) -> str:
+        runners = self.signatures(served)
+        default = served.predictor.default_signature
+        others = [name for name in runners if name != default]
+        message = (
+            f"Unknown output '{output[:64]}': outputs are {', '.join(runners[default].outputs)}"
         )
-        raise InvalidInput(
-            f"Unknown output '{unknown[:64]}'{grad_note}: outputs are {', '.join(available)}"
-            + (
-                f"; the '{GRAD_SIGNATURE}' signature adds "
-                f"{len(runners[GRAD_SIGNATURE].outputs)} more"
-                if GRAD_SIGNATURE in runners and default != GRAD_SIGNATURE
-                else ""
-            )
-            + "."
-        )
+        if others:
+            message += f" (and those of signatures {', '.join(sorted(others))})"
+        if GRAD_SIGNATURE in served.runners and GRAD_SIGNATURE not in runners:
+            message += "; gradient outputs are disabled (ENABLE_GRAD=false)"
+        return message + "."
 
     # -- validation ----------------------------------------------------------
 
@@ -227,10 +237,7 @@ class DataPlane:
                     f"Output '{sorted(repeated)[0][:64]}' is requested more than once: "
                     "name each output once."
                 )
-        signature = request.signature
-        if signature is None and outputs:
-            signature = self.signature_for_outputs(served, outputs)
-        runner = self.runner(served, signature)
+        runner = self.runner(served, request.signature)
         if outputs is not None:
             unknown = [name for name in outputs if name not in runner.outputs]
             if unknown:

@@ -230,23 +230,21 @@ async def infer(
         raise InvalidInput("'signature_name' in the request parameters must be a string.")
     requested = _requested_outputs(document.get("outputs"), binary_all)
     served = plane.resolve(name, version)
-    names = [out for out, _ in requested] if requested else None
-    if signature is None:
-        signature = (
-            plane.signature_for_outputs(served, names)
-            if names
-            else served.predictor.default_signature
-        )
-    runner = plane.runner(served, signature)
+    names = [out for out, _ in requested]
+    if signature is not None:
+        plan = {plane.runner(served, signature).name: names or None}
+    elif names:
+        plan = plane.signatures_for_outputs(served, names)
+    else:
+        plan = {served.predictor.default_signature: None}
+    runner = plane.runner(served, next(iter(plan)))
     tensors = document.get("inputs")
     if not isinstance(tensors, list) or not tensors:
+        described = ", ".join(
+            f"'{n}' {v2_datatype(s.dtype)} {show_shape(s.shape)}" for n, s in runner.inputs.items()
+        )
         raise InvalidInput(
-            "'inputs' must be a non-empty list of tensors: the model takes "
-            + ", ".join(
-                f"'{n}' {v2_datatype(s.dtype)} {show_shape(s.shape)}"
-                for n, s in runner.inputs.items()
-            )
-            + "."
+            f"'inputs' must be a non-empty list of tensors: the model takes {described}."
         )
     inputs: dict[str, Any] = {}
     offset = 0
@@ -261,30 +259,27 @@ async def infer(
             f"The body has {len(binary) - offset} bytes of binary data that no input claims."
         )
     inputs = {key: _shaped(key, value, runner, plane) for key, value in inputs.items()}
-    result = await plane.infer(
-        InferenceRequest(
-            name,
-            version,
-            runner.name,
-            inputs,
-            outputs=names,
-            strict_types=may_hold_booleans(header),
+    strict_types = may_hold_booleans(header)
+    arrays: dict[str, np.ndarray] = {}
+    values: dict[str, Any] = {}
+    for signature_name, outputs in plan.items():
+        result = await plane.infer(
+            InferenceRequest(name, version, signature_name, inputs, outputs, strict_types)
         )
-    )
+        arrays.update(result.outputs)
+        if signature_name == served.predictor.default_signature:
+            values.update(hard_outputs(served, result.outputs))
+        else:
+            values.update(result.outputs)
     if not requested:
-        requested = [(out, binary_all) for out in result.outputs]
-    values = (
-        hard_outputs(served, result.outputs)
-        if result.signature == served.predictor.default_signature
-        else result.outputs
-    )
+        requested = [(out, binary_all) for out in arrays]
     response: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
     if request_id is not None:
         response["id"] = request_id
     described: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for out_name, binary_out in requested:
-        array = result.outputs[out_name]
+        array = arrays[out_name]
         tensor: dict[str, Any] = {
             "name": out_name,
             "datatype": v2_datatype(array.dtype),

@@ -13,6 +13,8 @@ import httpx
 import numpy as np
 import tensorflow as tf
 
+from svc_models import GRAD_KEYS, LAYER
+
 from app.config import Settings
 from app.main import create_app
 
@@ -45,13 +47,46 @@ async def serving(
 
 
 def reference_outputs(version_dir: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The SavedModel's own answers, loaded in this process with `tf.saved_model.load`."""
+    """The SavedModel's own answers, loaded in this process with `tf.saved_model.load`.
+
+    Returns:
+        `outputs` (serving_default), every `grad` key, and the tiny models' grad
+        values by role: `relaxed`, `input_grad` (the Jacobian), `pre_round`,
+        `surrogate`, `local_grad`, `hard`.
+    """
     loaded = _loaded(str(version_dir))
     x = tf.constant(rows, tf.float32)
     result = {"outputs": loaded.signatures["serving_default"](inputs=x)["outputs"].numpy()}
-    grads = loaded.signatures["grad"](inputs=x)
-    result.update({name: value.numpy() for name, value in grads.items()})
+    if "grad" in loaded.signatures:
+        grads = {k: v.numpy() for k, v in loaded.signatures["grad"](inputs=x).items()}
+        result.update(grads)
+        for role, key in GRAD_KEYS.items():
+            if key in grads:
+                result["input_grad" if role == "jacobian" else role] = grads[key]
     return result
+
+
+def predicted(body: dict) -> np.ndarray:
+    """The hard outputs of a tiny model in a `/predict` answer."""
+    return np.array(body["outputs"]["outputs"])
+
+
+def grad_view(body: dict) -> dict:
+    """A `/grad` answer of a tiny model (one output, one rounding layer) by role."""
+    output = body["outputs"]["outputs"]
+    layer = body["rounding_layers"][LAYER]
+    return {
+        "hard": layer["hard"],
+        "output_hard": output["hard"],
+        "relaxed": output["relaxed"],
+        "input_grad": output["jacobians"]["inputs"],
+        "surrogate": layer["surrogate"],
+        "pre_round": layer["pre_round"],
+        "local_grad": layer["local_grad"],
+        "method": layer["method"],
+        "params": layer["params"],
+        "summary": body["summary"],
+    }
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,8 +1,11 @@
-"""Tiny contract-conforming SavedModels built with plain TensorFlow (no diffround), and broken ones.
+"""Tiny SavedModels in diffround.export's layout, built with plain TensorFlow (no diffround).
 
 Each model: `pre_round = sigmoid((inputs / 16) @ w + b)` (in (0, 1)), hard
 outputs `round(pre_round)`, and the `sigmoid` surrogate
 `s = sigmoid(slope * (pre_round - center))` with `d s / d pre_round = slope * s * (1 - s)`.
+The signatures and `assets.extra/diffround.json` follow docs/contract.md
+(format `diffround.savedmodel/v2`): one input `inputs`, one output `outputs`
+produced by one rounding layer `round`.
 """
 
 import json
@@ -14,6 +17,16 @@ import numpy as np
 import tensorflow as tf
 
 WIDTH = 64
+LAYER = "round"
+#: The grad signature's keys, by role (docs/contract.md).
+GRAD_KEYS = {
+    "relaxed": "outputs__relaxed",
+    "jacobian": "outputs__jacobian__inputs",
+    "pre_round": f"{LAYER}__pre_round",
+    "surrogate": f"{LAYER}__surrogate",
+    "local_grad": f"{LAYER}__local_grad",
+    "hard": f"{LAYER}__hard",
+}
 
 
 class TinyRoundingModel(tf.Module):
@@ -45,32 +58,75 @@ class TinyRoundingModel(tf.Module):
             pre_round = self._pre_round(inputs)
             surrogate = self._surrogate(pre_round)
         local_grad = tape.gradient(surrogate, pre_round)
-        input_grad = tape.batch_jacobian(surrogate, inputs)
+        jacobian = tape.batch_jacobian(surrogate, inputs)
         return {
-            "hard": tf.round(pre_round),
-            "surrogate": surrogate,
-            "pre_round": pre_round,
-            "local_grad": local_grad,
-            "input_grad": input_grad,
+            GRAD_KEYS["relaxed"]: surrogate,
+            GRAD_KEYS["jacobian"]: jacobian,
+            GRAD_KEYS["pre_round"]: pre_round,
+            GRAD_KEYS["surrogate"]: surrogate,
+            GRAD_KEYS["local_grad"]: local_grad,
+            GRAD_KEYS["hard"]: tf.round(pre_round),
         }
 
 
+UNIT_GRID = {"step": 1.0, "offset": 0.0, "min": None, "max": None}
+
+
 def metadata(name: str, version: int, k: int, slope: float, center: float, width: int) -> dict:
-    """A diffround.json document for a tiny model (the contract's fields that the service reads)."""
+    """A diffround.json document for a tiny model (docs/contract.md, format v2)."""
     rng = np.random.default_rng(version)
     examples = [
-        {"inputs": rng.integers(0, 17, width).astype(float).tolist(), "label": i} for i in range(3)
+        {"inputs": {"inputs": rng.integers(0, 17, width).astype(float).tolist()}, "label": i}
+        for i in range(3)
     ]
     return {
-        "format": "diffround.savedmodel/v1",
+        "format": "diffround.savedmodel/v2",
         "model_name": name,
         "version": version,
-        "task": "digit-bits" if k == 4 else "digit-hash",
         "description": "tiny plain-TensorFlow test model",
-        "method": "sigmoid",
-        "params": {"slope": slope, "center": center},
-        "inputs": [{"name": "inputs", "dtype": "float32", "shape": [-1, width]}],
-        "outputs": [{"name": "outputs", "dtype": "float32", "shape": [-1, k]}],
+        "inputs": [
+            {
+                "name": "inputs",
+                "dtype": "float32",
+                "shape": [-1, width],
+                **({"image_shape": [8, 8]} if width == 64 else {}),
+            }
+        ],
+        "outputs": [
+            {
+                "name": "outputs",
+                "dtype": "float32",
+                "shape": [-1, k],
+                "rounding_layer": LAYER,
+                "grid": UNIT_GRID,
+            }
+        ],
+        "rounding_layers": [
+            {
+                "name": LAYER,
+                "method": "sigmoid",
+                "params": {"slope": slope, "center": center},
+                "grid": UNIT_GRID,
+                "shape": [-1, k],
+            }
+        ],
+        "signatures": {"predict": "serving_default", "grad": "grad"},
+        "grad": {
+            "outputs": {
+                "outputs": {
+                    "relaxed": GRAD_KEYS["relaxed"],
+                    "jacobians": {"inputs": GRAD_KEYS["jacobian"]},
+                }
+            },
+            "layers": {
+                LAYER: {
+                    role: GRAD_KEYS[role]
+                    for role in ("pre_round", "surrogate", "local_grad", "hard")
+                }
+            },
+            "max_jacobian_elements": 65536,
+            "omitted_jacobians": [],
+        },
         "decoding": {"kind": "binary_msb_first", "classes": 10} if k == 4 else None,
         "examples": examples,
     }

@@ -1,21 +1,26 @@
-"""The dynamic batcher on its own: order, limits, errors, cancelled callers."""
+"""The dynamic batcher on its own: order, limits, errors, cancelled callers, named inputs."""
 
 import asyncio
 
 import numpy as np
 import pytest
 
-from app.batching import Batcher, split_array
+from app.batching import Batcher, split_dict
 
 
 def _recording_batcher(max_rows: int, max_wait_s: float = 0.0):
     calls: list[int] = []
 
-    def fn(rows: np.ndarray) -> np.ndarray:
-        calls.append(len(rows))
-        return rows * 2.0
+    def fn(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(len(rows["x"]))
+        return {"y": rows["x"] * 2.0, "z": rows["x"][:, :1] + rows["w"]}
 
-    return Batcher(fn, split_array, max_rows=max_rows, max_wait_s=max_wait_s), calls
+    return Batcher(fn, split_dict, max_rows=max_rows, max_wait_s=max_wait_s), calls
+
+
+def _named(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Two named inputs sharing the row axis: `x` and `w` = the row index within the request."""
+    return {"x": x, "w": np.arange(len(x), dtype=np.float32)[:, None]}
 
 
 def test_concurrent_callers_are_coalesced_and_each_gets_its_own_rows() -> None:
@@ -23,11 +28,12 @@ def test_concurrent_callers_are_coalesced_and_each_gets_its_own_rows() -> None:
     inputs = [np.full((1 + i % 3, 2), float(i), np.float32) for i in range(20)]
 
     async def go():
-        return await asyncio.gather(*[batcher.submit(x) for x in inputs])
+        return await asyncio.gather(*[batcher.submit(_named(x)) for x in inputs])
 
     results = asyncio.run(go())
-    for x, y in zip(inputs, results, strict=True):
-        np.testing.assert_array_equal(y, x * 2.0)
+    for x, result in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(result["y"], x * 2.0)
+        np.testing.assert_array_equal(result["z"], x[:, :1] + np.arange(len(x))[:, None])
     assert sum(calls) == sum(len(x) for x in inputs)
     assert len(calls) < len(inputs)
 
@@ -37,7 +43,7 @@ def test_a_call_never_exceeds_max_rows_unless_one_request_is_bigger() -> None:
     inputs = [np.zeros((n, 2), np.float32) for n in (2, 2, 2, 9, 1, 4, 3)]
 
     async def go():
-        return await asyncio.gather(*[batcher.submit(x) for x in inputs])
+        return await asyncio.gather(*[batcher.submit(_named(x)) for x in inputs])
 
     asyncio.run(go())
     assert all(c <= 5 or c == 9 for c in calls)
@@ -46,14 +52,14 @@ def test_a_call_never_exceeds_max_rows_unless_one_request_is_bigger() -> None:
 
 
 def test_model_errors_reach_every_caller_of_that_call() -> None:
-    def fn(rows: np.ndarray) -> np.ndarray:
+    def fn(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise ValueError("model failed")
 
-    batcher = Batcher(fn, split_array, max_rows=8)
+    batcher = Batcher(fn, split_dict, max_rows=8)
 
     async def go():
         return await asyncio.gather(
-            *[batcher.submit(np.zeros((1, 2), np.float32)) for _ in range(3)],
+            *[batcher.submit(_named(np.zeros((1, 2), np.float32))) for _ in range(3)],
             return_exceptions=True,
         )
 
@@ -65,13 +71,13 @@ def test_cancelled_callers_are_skipped_and_the_rest_answered() -> None:
     batcher, calls = _recording_batcher(max_rows=8, max_wait_s=0.05)
 
     async def go():
-        doomed = asyncio.ensure_future(batcher.submit(np.ones((3, 2), np.float32)))
-        kept = asyncio.ensure_future(batcher.submit(np.full((1, 2), 5.0, np.float32)))
+        doomed = asyncio.ensure_future(batcher.submit(_named(np.ones((3, 2), np.float32))))
+        kept = asyncio.ensure_future(batcher.submit(_named(np.full((1, 2), 5.0, np.float32))))
         await asyncio.sleep(0)
         doomed.cancel()
         return await kept
 
-    np.testing.assert_array_equal(asyncio.run(go()), np.full((1, 2), 10.0))
+    np.testing.assert_array_equal(asyncio.run(go())["y"], np.full((1, 2), 10.0))
     assert calls == [1]
 
 
@@ -80,7 +86,9 @@ def test_wait_window_flushes_early_when_full() -> None:
 
     async def go():
         start = asyncio.get_running_loop().time()
-        await asyncio.gather(*[batcher.submit(np.zeros((1, 2), np.float32)) for _ in range(4)])
+        await asyncio.gather(
+            *[batcher.submit(_named(np.zeros((1, 2), np.float32))) for _ in range(4)]
+        )
         return asyncio.get_running_loop().time() - start
 
     assert asyncio.run(go()) < 1.0
@@ -92,7 +100,9 @@ def test_max_rows_one_calls_the_model_once_per_request(max_rows: int) -> None:
     batcher, calls = _recording_batcher(max_rows=max_rows)
 
     async def go():
-        await asyncio.gather(*[batcher.submit(np.zeros((2, 2), np.float32)) for _ in range(5)])
+        await asyncio.gather(
+            *[batcher.submit(_named(np.zeros((2, 2), np.float32))) for _ in range(5)]
+        )
 
     asyncio.run(go())
     assert calls == [2] * 5

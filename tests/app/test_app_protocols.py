@@ -7,7 +7,9 @@ import orjson
 import pytest
 from svc_helpers import digit_rows, make_settings, reference_outputs, serving
 
-GRAD_NAMES = ("hard", "surrogate", "pre_round", "local_grad", "input_grad")
+from svc_models import GRAD_KEYS
+
+GRAD_NAMES = tuple(GRAD_KEYS.values())
 
 
 @pytest.fixture
@@ -106,6 +108,7 @@ def test_tfserving_status_and_metadata(models_root: Path, run) -> None:
     assert spec == {"name": "digit-bits", "signature_name": "", "version": "1"}
     defs = metadata.json()["metadata"]["signature_def"]["signature_def"]
     assert set(defs) == {"serving_default", "grad"}
+    assert set(defs["serving_default"]["outputs"]) == {"outputs"}
     inputs = defs["serving_default"]["inputs"]["inputs"]
     assert inputs["dtype"] == "DT_FLOAT"
     assert [d["size"] for d in inputs["tensor_shape"]["dim"]] == ["-1", "64"]
@@ -138,7 +141,9 @@ def test_v2_server_and_model_endpoints(models_root: Path, run) -> None:
     metadata = answers["/v2/models/digit-bits"].json()
     assert metadata == answers["/v2/models/digit-bits/versions/1"].json()
     assert metadata["inputs"] == [{"name": "inputs", "datatype": "FP32", "shape": [-1, 64]}]
-    assert {o["name"]: o["shape"] for o in metadata["outputs"]}["input_grad"] == [-1, 4, 64]
+    shapes = {o["name"]: o["shape"] for o in metadata["outputs"]}
+    assert shapes["outputs"] == [-1, 4]
+    assert shapes[GRAD_KEYS["jacobian"]] == [-1, 4, 64]
     assert answers["/v2/models/digit-bits/ready"].json() == {"name": "digit-bits", "ready": True}
     assert answers["/v2/models/digit-bits/versions/1/ready"].status_code == 200
     assert answers["/v2/models/nope"].status_code == 404
@@ -185,8 +190,8 @@ def test_v2_infer_binary_inputs_and_outputs(models_root: Path, rows, expected, r
             ],
             "outputs": [
                 {"name": "outputs", "parameters": {"binary_data": True}},
-                {"name": "input_grad", "parameters": {"binary_data": True}},
-                {"name": "surrogate"},
+                {"name": GRAD_KEYS["jacobian"], "parameters": {"binary_data": True}},
+                {"name": GRAD_KEYS["surrogate"]},
             ],
         }
     )
@@ -209,11 +214,14 @@ def test_v2_infer_binary_inputs_and_outputs(models_root: Path, rows, expected, r
     outputs = {o["name"]: o for o in body["outputs"]}
     hard_size = outputs["outputs"]["parameters"]["binary_data_size"]
     hard = np.frombuffer(raw[:hard_size], "<f4").reshape(outputs["outputs"]["shape"])
-    input_grad = np.frombuffer(raw[hard_size:], "<f4").reshape(outputs["input_grad"]["shape"])
+    jacobian = outputs[GRAD_KEYS["jacobian"]]
+    input_grad = np.frombuffer(raw[hard_size:], "<f4").reshape(jacobian["shape"])
     np.testing.assert_array_equal(hard, expected["outputs"])
     np.testing.assert_allclose(input_grad, expected["input_grad"], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(
-        np.reshape(outputs["surrogate"]["data"], (3, 4)), expected["surrogate"], rtol=1e-6
+        np.reshape(outputs[GRAD_KEYS["surrogate"]]["data"], (3, 4)),
+        expected["surrogate"],
+        rtol=1e-6,
     )
 
 
@@ -244,5 +252,5 @@ def test_v2_binary_input_with_nan_is_refused_with_its_position(models_root: Path
     response = run(go())
     assert response.status_code == 400
     assert response.json() == {
-        "error": "Row 1, value 7 of input 'inputs' is nan: inputs must be finite numbers."
+        "error": "Input 'inputs' row 1, index [7] is nan: inputs must be finite numbers."
     }
