@@ -180,7 +180,12 @@ class DataPlane:
             )
         for name, value in inputs.items():
             spec = expected[name]
-            if spec.batched and isinstance(value, list | np.ndarray):
+            nested_rows = (
+                isinstance(value, list)
+                and value
+                and (spec.shape is None or len(spec.shape) < 2 or isinstance(value[0], list))
+            )
+            if spec.batched and (nested_rows or isinstance(value, np.ndarray)):
                 self.check_rows(len(value))
         arrays: Tensors = {}
         for name, spec in expected.items():

@@ -80,6 +80,8 @@ def show_shape(shape: tuple[int, ...] | list[int] | None) -> str:
 
 
 def _show(value: Any) -> str:
+    if value is None:
+        return "null"
     text = repr(value) if not isinstance(value, str) else f"'{value}'"
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -125,40 +127,47 @@ def _first_irregular(value: Any, expected: tuple[int, ...]) -> tuple[tuple[int, 
     return None
 
 
+def _fits(shape: tuple[int, ...], declared: tuple[int, ...]) -> bool:
+    return len(shape) == len(declared) and all(
+        d in (-1, n) for d, n in zip(declared, shape, strict=True)
+    )
+
+
 def _explain_shape(value: Any, spec: TensorSpec, what: str, batched: bool) -> None:
-    """Raise InvalidInput for a ragged value or one whose shape does not fit `spec`."""
+    """Raise InvalidInput for a ragged value or one whose shape does not fit `spec`.
+
+    Returns without raising when the value is a regular nested list of the
+    declared shape (then its values are the problem).
+    """
     declared = spec.shape
-    expected = nested_shape(value, max_rank=len(declared) + 1 if declared is not None else 64)
-    if declared is not None and batched and len(declared) >= 1 and isinstance(value, list):
-        rows = len(value)
-        expected = (rows, *(d if d != -1 else -1 for d in declared[1:]))
-        # Fill variable dimensions from the first row so raggedness is still found.
-        first = nested_shape(value[0], max_rank=len(declared)) if value else ()
-        expected = tuple(
-            first[i - 1] if d == -1 and 0 < i <= len(first) else d for i, d in enumerate(expected)
-        )
-        if any(d == -1 for d in expected):
-            expected = tuple(max(d, 0) for d in expected)
+    rank = len(declared) if declared is not None else 64
+    if declared is not None and batched and isinstance(value, list) and value:
+        row_declared = declared[1:]
         for r, row in enumerate(value):
-            row_shape = nested_shape(row, max_rank=len(declared))
-            if row_shape != tuple(expected[1:]) or _first_irregular(row, expected[1:]):
+            row_shape = nested_shape(row, max_rank=len(row_declared) + 1)
+            if not _fits(row_shape, row_declared):
                 raise InvalidInput(
-                    f"{what} row {r} has shape {show_shape(_row_shape(row, len(declared)))}, "
-                    f"expected {show_shape(declared[1:])}."
+                    f"{what} row {r} has shape {show_shape(row_shape)}, "
+                    f"expected {show_shape(row_declared)}."
                 )
+    expected = nested_shape(value, max_rank=rank)
     irregular = _first_irregular(value, expected)
     if irregular is not None:
         index, item = irregular
+        inner = len(index) >= len(expected)
         raise InvalidInput(
-            f"{_where(what, index, batched)} is {kind(item)}, but other values at that depth "
-            f"are {'lists' if len(index) < len(expected) else 'single values'}: "
-            "the tensor must be rectangular."
+            f"{_where(what, index, batched)} is {kind(item)}: "
+            + (
+                "nested too deep, each value must be a single value."
+                if inner
+                else "expected a list like the others at that depth; the tensor must be "
+                "rectangular."
+            )
         )
-    if declared is not None:
+    if declared is not None and not _fits(expected, declared):
         raise InvalidInput(
             f"{what} has shape {show_shape(expected)}, expected {show_shape(declared)}."
         )
-    raise InvalidInput(f"{what} is not a rectangular tensor.")
 
 
 def _row_shape(row: Any, max_rank: int) -> tuple[int, ...]:
@@ -316,6 +325,17 @@ def json_to_array(
     batched = spec.batched
     if isinstance(value, dict):
         raise InvalidInput(f"{what} is an object, expected a tensor (nested lists of values).")
+    if batched and isinstance(value, list) and not value:
+        raise InvalidInput(f"Empty batch: {what} has no rows; send at least one row.")
+    declared = spec.shape
+    if strict_shape and declared is not None and len(declared) >= 2 and batched:
+        depth = len(nested_shape(value, max_rank=len(declared)))
+        if depth < len(declared):
+            hint = " (wrap a single row in a list: [[...]])" if depth == len(declared) - 1 else ""
+            raise InvalidInput(
+                f"{what} has shape {show_shape(nested_shape(value))}, expected "
+                f"{show_shape(declared)}: a batch of rows{hint}."
+            )
     if spec.dtype == np.object_:
         array = _strings_to_array(value, what, batched)
     else:

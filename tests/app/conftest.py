@@ -9,6 +9,20 @@ import pytest
 import svc_models as modelfactory
 
 
+def _grid_step(step: float):
+    """A metadata edit declaring the output rounded to a grid of `step` (0/1 are not on 0.7's)."""
+
+    def edit(document: dict) -> None:
+        document["outputs"][0]["grid"] = {"step": step, "offset": 0.0, "min": None, "max": None}
+
+    return edit
+
+
+def _rename_output(document: dict) -> None:
+    """A metadata edit naming an output that the signatures do not have."""
+    document["outputs"][0]["name"] = "codes"
+
+
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Built once: version directories of tiny models and of broken ones, keyed by variant."""
@@ -21,6 +35,8 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "no-grad": build(root, "no-grad", 1, with_grad=False),
         "width-63": build(root, "width-63", 1, width=63),
         "no-metadata": build(root, "no-metadata", 1, with_metadata=False),
+        "off-grid": build(root, "off-grid", 1, edit_metadata=_grid_step(0.7)),
+        "unknown-output": build(root, "unknown-output", 1, edit_metadata=_rename_output),
     }
     truncated = root / "truncated" / "1"
     shutil.copytree(store["bits-b"], truncated)

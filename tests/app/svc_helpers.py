@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import tensorflow as tf
-
 from svc_models import GRAD_KEYS, LAYER
 
 from app.config import Settings

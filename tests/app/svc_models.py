@@ -11,6 +11,7 @@ produced by one rounding layer `round`.
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,7 @@ def build_model(
     width: int = WIDTH,
     with_grad: bool = True,
     with_metadata: bool = True,
+    edit_metadata: Callable[[dict], None] | None = None,
 ) -> Path:
     """Export one version the way the contract says: to a dot-named sibling, then rename.
 
@@ -161,6 +163,8 @@ def build_model(
     if with_metadata:
         (tmp / "assets.extra").mkdir(exist_ok=True)
         document = metadata(name, version, k, slope, center, width)
+        if edit_metadata is not None:
+            edit_metadata(document)
         (tmp / "assets.extra" / "diffround.json").write_text(json.dumps(document))
     tmp.rename(target)
     return target

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from svc_helpers import digit_rows, make_settings, reference_outputs
+from svc_helpers import digit_rows, make_settings, predicted, reference_outputs
 
 from app.main import create_app
 
@@ -35,25 +35,74 @@ CASES = [
     ("minus-infinity", "/predict", row_with("-Infinity"), JSON, 422, "-Infinity is not a valid"),
     ("overflows-double", "/predict", row_with("1e400"), JSON, 422, "overflows to Infinity"),
     ("overflows-float32", "/predict", row_with("1e39"), JSON, 422, "outside float32's range"),
-    ("string-value", "/predict", row_with('"7"'), JSON, 422, "Row 0, value 5 is a string"),
-    ("null-value", "/predict", row_with("null"), JSON, 422, "Row 0, value 5 is null"),
-    ("boolean-value", "/predict", row_with("true"), JSON, 422, "Row 0, value 5 is a boolean"),
+    (
+        "string-value",
+        "/predict",
+        row_with('"7"'),
+        JSON,
+        422,
+        "Input 'inputs' row 0, index [5] is a string",
+    ),
+    (
+        "null-value",
+        "/predict",
+        row_with("null"),
+        JSON,
+        422,
+        "Input 'inputs' row 0, index [5] is null",
+    ),
+    (
+        "boolean-value",
+        "/predict",
+        row_with("true"),
+        JSON,
+        422,
+        "Input 'inputs' row 0, index [5] is a boolean (true), expected a number",
+    ),
     ("nested-value", "/predict", row_with("[1, 2]"), JSON, 422, "nested too deep"),
-    ("object-value", "/predict", row_with('{"a": 1}'), JSON, 422, "Row 0, value 5 is an object"),
+    (
+        "object-value",
+        "/predict",
+        row_with('{"a": 1}'),
+        JSON,
+        422,
+        "Input 'inputs' row 0, index [5] is an object",
+    ),
     (
         "ragged-rows",
         "/predict",
         body({"inputs": [GOOD_ROW, GOOD_ROW[:63]]}),
         JSON,
         422,
-        "Row 1 has 63 values, expected 64",
+        "Input 'inputs' row 1 has shape [63], expected [64]",
     ),
-    ("too-wide", "/predict", body({"inputs": [[*GOOD_ROW, 1.0]]}), JSON, 422, "Row 0 has 65"),
+    (
+        "too-wide",
+        "/predict",
+        body({"inputs": [[*GOOD_ROW, 1.0]]}),
+        JSON,
+        422,
+        "Input 'inputs' rows have shape [65], expected [64]",
+    ),
     ("empty-batch", "/predict", body({"inputs": []}), JSON, 422, "Empty batch"),
-    ("empty-row", "/predict", body({"inputs": [[]]}), JSON, 422, "Row 0 has 0 values"),
+    (
+        "empty-row",
+        "/predict",
+        body({"inputs": [[]]}),
+        JSON,
+        422,
+        "Input 'inputs' rows have shape [0], expected [64]",
+    ),
     ("flat-row", "/predict", body({"inputs": GOOD_ROW}), JSON, 422, "wrap a single row"),
-    ("rows-not-list", "/predict", body({"inputs": {"a": 1}}), JSON, 422, "must be a list of rows"),
-    ("rows-scalar", "/predict", body({"inputs": 3}), JSON, 422, "must be a list of rows"),
+    ("rows-not-list", "/predict", body({"inputs": {"a": 1}}), JSON, 422, "Missing input 'inputs'"),
+    (
+        "rows-scalar",
+        "/predict",
+        body({"inputs": 3}),
+        JSON,
+        422,
+        "Input 'inputs' has shape [], expected [-1, 64]",
+    ),
     (
         "batch-over-limit",
         "/predict",
@@ -179,7 +228,7 @@ CASES = [
         body({"instances": [GOOD_ROW[:10]]}),
         JSON,
         400,
-        "Row 0 has 10 values, expected 64",
+        "Input 'inputs' rows have shape [10], expected [64]",
     ),
     (
         "tfserving-unknown-signature",
@@ -213,7 +262,7 @@ CASES = [
         ),
         JSON,
         400,
-        "must have shape [batch, 64]",
+        "Input 'inputs' rows have shape [63], expected [64]",
     ),
     (
         "v2-data-count",
@@ -237,7 +286,7 @@ CASES = [
         ),
         JSON,
         400,
-        "Value 0 of input 'inputs' is a string",
+        "Input 'inputs' row 0, index [0] is a string",
     ),
     (
         "v2-unknown-output",
@@ -305,7 +354,7 @@ def test_bad_input_gets_its_status_and_a_message_naming_the_problem(
     rows = digit_rows(2, seed=len(path) + status)
     good = client.post("/predict", json={"inputs": rows.tolist()})
     expected = reference_outputs(client.version_dir, rows)["outputs"]
-    np.testing.assert_array_equal(np.array(good.json()["outputs"]), expected)
+    np.testing.assert_array_equal(predicted(good.json()), expected)
 
 
 def test_catalogue_enumerates_at_least_thirty_distinct_cases() -> None:

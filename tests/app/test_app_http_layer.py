@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from svc_helpers import digit_rows, make_settings, serving
+from svc_helpers import digit_rows, make_settings, predicted, serving
 
 from app.main import create_app
 
@@ -135,10 +135,10 @@ def test_unexpected_error_is_a_generic_500_without_traceback_or_path(
         async with serving(make_settings(models_root, batch_max_size=1)) as client:
             served = client.app.state.repository.resolve(None)
 
-            def broken(rows: np.ndarray) -> np.ndarray:
+            async def broken(signature: str, inputs: dict) -> dict:
                 raise RuntimeError(f"kaboom in {models_root}/secret/file.py")
 
-            served.predict_batcher._fn = broken
+            served.call = broken
             response = await client.post("/predict", json={"inputs": digit_rows(1, 0).tolist()})
             v1 = await client.post(
                 "/v1/models/digit-bits:predict", json={"instances": digit_rows(1, 0).tolist()}
@@ -255,4 +255,4 @@ def test_concurrent_requests_to_two_models_are_never_mixed(
         body = response.json()
         assert body["model"] == name
         want = reference_outputs(stores[name], rows)["outputs"]
-        np.testing.assert_array_equal(np.array(body["outputs"]), want)
+        np.testing.assert_array_equal(predicted(body), want)

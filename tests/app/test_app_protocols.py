@@ -6,7 +6,6 @@ import numpy as np
 import orjson
 import pytest
 from svc_helpers import digit_rows, make_settings, reference_outputs, serving
-
 from svc_models import GRAD_KEYS
 
 GRAD_NAMES = tuple(GRAD_KEYS.values())

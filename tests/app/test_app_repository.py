@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from svc_helpers import digit_rows, make_settings, reference_outputs, serving
+from svc_helpers import predicted as predicted_outputs
 from svc_models import install
 
 
@@ -55,7 +56,7 @@ def test_new_version_is_served_within_the_poll_interval_with_no_failed_request(
     failed = [a for a in answers if a[1] != 200]
     assert failed == [], f"{len(failed)} failed requests during the swap: {failed[:3]}"
     for _, _, version, body, i in answers:
-        np.testing.assert_array_equal(np.array(body["outputs"]), expected[version][i : i + 4])
+        np.testing.assert_array_equal(predicted_outputs(body), expected[version][i : i + 4])
     first_v2 = min(t for t, _, version, _, _ in answers if version == 2)
     # The poller notices within one interval; loading and warming up take the rest
     # (generous: the 2-core test machine is shared).
@@ -68,8 +69,8 @@ def test_new_version_is_served_within_the_poll_interval_with_no_failed_request(
     [
         ("truncated", "does not load"),
         ("no-grad", "no 'grad' signature"),
-        ("width-63", "rows of 63 values"),
-        ("no-metadata", "no assets.extra/diffround.json"),
+        ("off-grid", "not on its rounding grid"),
+        ("unknown-output", "output 'codes' that the signatures lack"),
     ],
 )
 def test_corrupt_version_is_refused_and_the_old_one_keeps_serving(
@@ -100,7 +101,7 @@ def test_corrupt_version_is_refused_and_the_old_one_keeps_serving(
     predicted, status, ready, refused = run(go())
     assert predicted.status_code == 200
     assert predicted.json()["version"] == 1
-    np.testing.assert_array_equal(np.array(predicted.json()["outputs"]), expected)
+    np.testing.assert_array_equal(predicted_outputs(predicted.json()), expected)
     assert ready.status_code == 200
     versions = {s["version"]: s for s in status.json()["model_version_status"]}
     assert versions["1"]["state"] == "AVAILABLE"
@@ -112,6 +113,35 @@ def test_corrupt_version_is_refused_and_the_old_one_keeps_serving(
         "refused model version" in r.getMessage() and reason in r.getMessage()
         for r in caplog.records
     )
+
+
+@pytest.mark.parametrize("variant", ["width-63", "no-metadata"])
+def test_any_savedmodel_serves_from_its_own_signatures(
+    models_root: Path, model_store: dict[str, Path], variant: str, run
+) -> None:
+    """Another input width, or no diffround.json at all: served from its signatures alone."""
+    width = 63 if variant == "width-63" else 64
+    rows = np.random.default_rng(4).integers(0, 17, (3, width)).astype(np.float32)
+    expected = reference_outputs(model_store[variant], rows)["outputs"]
+
+    async def go():
+        async with serving(make_settings(models_root)) as client:
+            install(model_store[variant], models_root, "digit-bits", 2)
+            await client.app.state.repository.poll_once()
+            answer = await client.post("/predict", json={"inputs": rows.tolist()})
+            grad = await client.post("/grad", json={"inputs": rows.tolist()})
+            return answer, grad
+
+    answer, grad = run(go())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["version"] == 2
+    np.testing.assert_array_equal(predicted_outputs(answer.json()), expected)
+    if variant == "no-metadata":
+        # Without the metadata's grad map the service has no gradients to show.
+        assert grad.status_code == 404 and "diffround.export" in grad.json()["error"]
+        assert answer.json()["decoded"] is None
+    else:
+        assert grad.status_code == 200
 
 
 def test_refused_version_is_retried_when_its_directory_changes(
@@ -157,7 +187,7 @@ def test_deleted_serving_version_falls_back_then_reports_not_ready(
     first, fallback, gone, ready, live = run(go())
     assert first["version"] == 2
     assert fallback["version"] == 1
-    np.testing.assert_array_equal(np.array(fallback["outputs"]), expected_v1)
+    np.testing.assert_array_equal(predicted_outputs(fallback), expected_v1)
     assert gone.status_code == 503 and "no model version" in gone.json()["error"]
     assert ready.status_code == 503 and ready.json()["error"]
     assert live.status_code == 200
@@ -213,6 +243,8 @@ def test_dot_named_directories_are_ignored(
                 "serving_version": 1,
                 "ready": True,
                 "default": True,
+                "signatures": ["grad", "serving_default"],
+                "gradients": True,
             }
         ]
     }
@@ -243,11 +275,12 @@ def test_two_models_default_and_named_requests(
     default, named, models, metadata, old = run(go())
     assert default["model"] == "digit-bits"
     assert (named["model"], named["version"]) == ("digit-hash", 3)
-    np.testing.assert_array_equal(np.array(named["outputs"]), expected_hash)
+    np.testing.assert_array_equal(predicted_outputs(named), expected_hash)
     assert named["decoded"] is None
     flags = {m["name"]: (m["default"], m["serving_version"]) for m in models["models"]}
     assert flags == {"digit-bits": (True, 1), "digit-hash": (False, 3)}
-    assert metadata["task"] == "digit-hash" and metadata["serving_version"] == 3
+    assert metadata["model_name"] == "hash" and metadata["serving_version"] == 3
+    assert [o["shape"] for o in metadata["signatures"]["serving_default"]["outputs"]] == [[-1, 16]]
     assert old.status_code == 404 and "no version 2" in old.json()["error"]
 
 

@@ -132,7 +132,7 @@ def test_predict_and_grad_match_the_savedmodel(
     assert predicted.status_code == 200, predicted.text
     body = predicted.json()
     assert (body["model"], body["version"]) == (default_model_name, 1)
-    np.testing.assert_array_equal(np.array(body["outputs"], np.float32), expected["outputs"])
+    np.testing.assert_array_equal(predicted(body).astype(np.float32), expected["outputs"])
     for i in range(3):  # single rows too
         one = httpx.post(f"{server.url}/predict", json={"inputs": rows[i : i + 1].tolist()})
         np.testing.assert_array_equal(one.json()["outputs"], expected["outputs"][i : i + 1])
