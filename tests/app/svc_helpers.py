@@ -4,6 +4,7 @@ Imported by name (`from svc_helpers import ...`): a uniquely named module, so
 that no other test directory's `conftest` can shadow it.
 """
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,6 +44,18 @@ async def serving(
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
+
+
+async def wait_for_model(client: httpx.AsyncClient, name: str, timeout_s: float = 60.0) -> None:
+    """Wait until the repository serves a version of `name` (others may load first)."""
+    repository = client.app.state.repository  # type: ignore[attr-defined]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        entries = {entry.name: entry for entry in repository.entries()}
+        if name in entries and entries[name].serving is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"model {name} was never served")
 
 
 def reference_outputs(version_dir: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
