@@ -121,7 +121,10 @@ def test_savedmodel_serves_in_a_process_without_diffround(exported, split, tmp_p
     assert sorted(out["serving_default"]) == sorted(o["name"] for o in meta["outputs"])
     for output, value in keras_out.items():
         served = np.array(out["serving_default"][output], np.float32)
-        np.testing.assert_array_equal(served, np.asarray(value))
+        if output == spec.rounding_name:
+            np.testing.assert_array_equal(served, np.asarray(value))
+        else:  # float outputs: graph and eager kernels may differ in the last ulp
+            np.testing.assert_allclose(served, np.asarray(value), rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(out["serve"][output], served)
         np.testing.assert_array_equal(out["one_row"][output], served[:1])
     code = np.array(out["serving_default"][spec.rounding_name])
@@ -158,7 +161,12 @@ def test_grad_jacobians_match_central_finite_differences(exported, split):
             expected = expected.reshape(differences.shape)
             scale = np.abs(expected).max()
             assert scale > 1e-4, "the relaxed output must depend on the inputs"
-            np.testing.assert_allclose(expected, differences, atol=2e-2 * scale, rtol=2e-2)
+            close = np.isclose(expected, differences, atol=2e-2 * scale, rtol=2e-2)
+            # A step may cross a ReLU kink (the conv net): a few entries may differ there.
+            assert close.mean() >= 0.97, f"{(~close).sum()} of {close.size} entries differ"
+            np.testing.assert_allclose(
+                np.median(np.abs(expected - differences)), 0, atol=1e-3 * scale
+            )
 
 
 def test_grad_local_derivative_and_surrogate_match_numpy_reference(exported, split):
