@@ -65,7 +65,7 @@ def evaluate(task_model: TaskModel, split: DigitsSplit) -> dict[str, float]:
 
     ``digit-levels``: the same on its base-4 digits: ``exact_match``,
     ``level_accuracy`` (share of digits right) and
-    ``surrogate_level_accuracy`` (``mean(1 - |s - y|)``).
+    ``surrogate_level_accuracy`` (``mean(max(0, 1 - |s - y|))``).
 
     ``digit-hash``: ``reconstruction_mse`` (pixels scaled to [0, 1]) of the
     decoder fed the hard codes, ``surrogate_reconstruction_mse`` with the
@@ -90,8 +90,10 @@ def evaluate(task_model: TaskModel, split: DigitsSplit) -> dict[str, float]:
         codes = code_targets(spec, split.y_test)
         # bit_accuracy and soft_bit_accuracy compare elementwise: valid for any level.
         hard_bits = metrics.bit_accuracy(out.hard, codes)
-        soft_bits = metrics.soft_bit_accuracy(out.surrogate, codes)
-        unit = "bit" if spec.levels == 2 else "level"
+        if spec.levels == 2:
+            unit, soft_bits = "bit", metrics.soft_bit_accuracy(out.surrogate, codes)
+        else:
+            unit, soft_bits = "level", metrics.soft_level_accuracy(out.surrogate, codes)
         return {
             "exact_match": metrics.exact_match(out.hard, codes),
             f"{unit}_accuracy": hard_bits,
