@@ -435,3 +435,17 @@ def test_relaxed_mode_records_every_call_and_restores_inference():
     assert len(calls) == 1 and calls[0].layer is layer
     np.testing.assert_array_equal(calls[0].inputs, x)
     np.testing.assert_array_equal(layer(x, training=False), [[0.0, 1.0]])
+
+
+def test_model_without_rounding_layers_exports_its_plain_gradient(tmp_path):
+    keras.utils.set_random_seed(0)
+    x = keras.Input((3,), name="x")
+    model = keras.Model(x, keras.layers.Dense(2, name="y")(x))
+    meta = read_metadata(diffround.export(model, tmp_path / "plain"))
+    assert meta["rounding_layers"] == [] and meta["grad"]["layers"] == {}
+    assert meta["outputs"][0]["rounding_layer"] is None
+    grad = tf.saved_model.load(str(tmp_path / "plain")).signatures["grad"]
+    out = grad(x=tf.ones([2, 3]))
+    assert sorted(out) == ["y__jacobian__x", "y__relaxed"]
+    kernel = np.asarray(model.get_layer("y").kernel)
+    np.testing.assert_allclose(out["y__jacobian__x"][0], kernel.T, rtol=1e-6)
