@@ -6,7 +6,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from diffround import registry
+from diffround import modes, registry
 
 # Keyword arguments that belong to keras.layers.Layer, not to the method.
 _BASE_LAYER_KWARGS = ("name", "trainable", "dtype", "autocast", "input_shape")
@@ -36,7 +36,8 @@ class DiffRound(keras.layers.Layer):
         training: Python bool. True: the method's training-time surrogate
             (stochastic methods draw fresh noise). False (default, and at
             inference): exact `tf.round` (half to even), so 0/1 outputs are
-            exactly 0.0 and 1.0.
+            exactly 0.0 and 1.0. Inside `diffround.relaxed_mode()`, always
+            `relaxed(inputs)` (recorded for `diffround.export`).
     """
 
     def __init__(self, method: str = "ste", seed: int | None = None, **kwargs: Any) -> None:
@@ -90,6 +91,9 @@ class DiffRound(keras.layers.Layer):
         return {**self._static_params, **self.parameter_variables}
 
     def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if modes.is_relaxed():
+            # `diffround.relaxed_mode()`: the deterministic relaxed form, recorded.
+            return modes.relaxed_call(self, inputs)
         if not training:
             return registry.exact_round(inputs)
         extra = {"seed": self.seed_generator} if self.seed_generator is not None else {}

@@ -27,10 +27,15 @@ HARD_COLUMNS = {
         ("reconstruction_mse", "reconstruction MSE", False),
         (f"precision_at_{RETRIEVAL_K}", f"precision@{RETRIEVAL_K}", True),
     ),
+    "digit-levels": (
+        ("exact_match", "exact match", True),
+        ("level_accuracy", "digit accuracy", True),
+    ),
 }
 MISMATCH_TITLE = {
     "digit-bits": "mismatch: bit accuracy, surrogate − hard",
     "digit-hash": "mismatch: MSE, surrogate − hard",
+    "digit-levels": "mismatch: digit accuracy, surrogate − hard",
 }
 SHARE_COLUMNS = (
     ("initial_dead_gradient_share", "dead grad. at init"),
@@ -190,6 +195,9 @@ def markdown(
         "Reconstruction MSE is on pixels scaled to [0, 1], the decoder fed the hard code; "
         f"precision@{RETRIEVAL_K}: share of the {RETRIEVAL_K} nearest held-out codes (Hamming) "
         "with the query's digit.",
+        "- **digit-levels**: an 8x8x1 image → conv 16 (3x3) → conv 32 (3x3, stride 2) → dense "
+        "64 → 3 × sigmoid → rounding → the digit as two base-4 digits 0..3 (MSB first): a "
+        "multi-level code, not 0/1; the loss is the squared error of the *rounded* output.",
         "- **float (no rounding)**: the same network without rounding (digit-bits outputs "
         "thresholded at 0.5 only for scoring; digit-hash decodes and ranks its float code), the "
         "upper reference.",

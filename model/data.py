@@ -75,6 +75,37 @@ def binary_code(labels: np.ndarray, bits: int = 4) -> np.ndarray:
     return ((labels[:, None] >> shifts[None, :]) & 1).astype(np.float32)
 
 
+def base_code(labels: np.ndarray, base: int, digits: int) -> np.ndarray:
+    """Encodes integer labels as base-``base`` digits, most significant first.
+
+    Args:
+        labels: Integer array ``[n]`` of non-negative labels below ``base**digits``.
+        base: The base (>= 2); each digit is in ``0..base-1``.
+        digits: Code length.
+
+    Returns:
+        float32 ``[n, digits]``; e.g. 9 in base 4 -> ``[2, 1]``.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    powers = base ** np.arange(digits - 1, -1, -1, dtype=np.int64)
+    return ((labels[:, None] // powers[None, :]) % base).astype(np.float32)
+
+
+def decode_base(codes: np.ndarray, base: int) -> np.ndarray:
+    """Decodes base-``base`` digit codes (most significant first) into integers.
+
+    Args:
+        codes: Array ``[n, digits]`` of integer-valued digits.
+        base: The base.
+
+    Returns:
+        int64 ``[n]``.
+    """
+    codes = np.rint(np.asarray(codes)).astype(np.int64)
+    powers = base ** np.arange(codes.shape[1] - 1, -1, -1, dtype=np.int64)
+    return (codes * powers[None, :]).sum(axis=1)
+
+
 def decode_binary(codes: np.ndarray) -> np.ndarray:
     """Decodes 0/1 codes (most significant bit first) into integers.
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from model import metrics
 from model.data import MAX_GREY_LEVEL, DigitsSplit
-from model.tasks import DIGIT_BITS, TaskModel, targets
+from model.tasks import DIGIT_HASH, TaskModel, code_targets, model_inputs
 
 #: Neighbours retrieved per query for the hash task's precision@k.
 RETRIEVAL_K = 10
@@ -35,12 +35,13 @@ def code_outputs(task_model: TaskModel, x: np.ndarray) -> CodeOutputs:
 
     Args:
         task_model: The trained task.
-        x: Raw inputs ``[n, 64]``.
+        x: Raw inputs ``[n, 64]`` (reshaped to the task's input shape here).
 
     Returns:
         Pre-round, hard and surrogate values as float32 NumPy arrays.
     """
-    pre_round = np.asarray(task_model.encoder(np.asarray(x, np.float32), training=False))
+    inputs = model_inputs(task_model.spec, x)
+    pre_round = np.asarray(task_model.encoder(inputs, training=False))
     rounding = task_model.rounding
     if rounding is None:
         hard = np.rint(pre_round)
@@ -62,14 +63,19 @@ def evaluate(task_model: TaskModel, split: DigitsSplit) -> dict[str, float]:
     ``surrogate_bit_accuracy`` (``mean(1 - |s - y|)`` of the surrogate
     outputs, what the training loss sees).
 
+    ``digit-levels``: the same on its base-4 digits: ``exact_match``,
+    ``level_accuracy`` (share of digits right) and
+    ``surrogate_level_accuracy`` (``mean(max(0, 1 - |s - y|))``).
+
     ``digit-hash``: ``reconstruction_mse`` (pixels scaled to [0, 1]) of the
     decoder fed the hard codes, ``surrogate_reconstruction_mse`` with the
     surrogate codes, and ``precision_at_10`` of Hamming-ranked hard codes by
     digit label. The float reference uses its float codes for both
     (reconstruction and squared-Euclidean ranking): it never rounds.
 
-    Both tasks report ``train_serve_mismatch`` = metric under the surrogate
-    minus metric under hard rounding (bit accuracy, resp. reconstruction MSE).
+    Every task reports ``train_serve_mismatch`` = metric under the surrogate
+    minus metric under hard rounding (bit or level accuracy, resp.
+    reconstruction MSE).
 
     Args:
         task_model: The trained task.
@@ -80,14 +86,18 @@ def evaluate(task_model: TaskModel, split: DigitsSplit) -> dict[str, float]:
     """
     out = code_outputs(task_model, split.x_test)
     spec = task_model.spec
-    if spec.name == DIGIT_BITS.name:
-        codes = targets(spec, split.x_test, split.y_test)
+    if spec.name != DIGIT_HASH.name:
+        codes = code_targets(spec, split.y_test)
+        # bit_accuracy and soft_bit_accuracy compare elementwise: valid for any level.
         hard_bits = metrics.bit_accuracy(out.hard, codes)
-        soft_bits = metrics.soft_bit_accuracy(out.surrogate, codes)
+        if spec.levels == 2:
+            unit, soft_bits = "bit", metrics.soft_bit_accuracy(out.surrogate, codes)
+        else:
+            unit, soft_bits = "level", metrics.soft_level_accuracy(out.surrogate, codes)
         return {
             "exact_match": metrics.exact_match(out.hard, codes),
-            "bit_accuracy": hard_bits,
-            "surrogate_bit_accuracy": soft_bits,
+            f"{unit}_accuracy": hard_bits,
+            f"surrogate_{unit}_accuracy": soft_bits,
             "train_serve_mismatch": soft_bits - hard_bits,
         }
     assert task_model.decoder is not None

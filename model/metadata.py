@@ -1,9 +1,15 @@
-"""The metadata written beside each exported model (``assets.extra/diffround.json``)."""
+"""What a bundled task adds to the metadata ``diffround.export`` generates.
+
+``diffround.export`` describes the model itself (inputs, outputs, rounding
+layers, the ``grad`` keys); this module supplies the task's part of
+``assets.extra/diffround.json`` (docs/contract.md, section 2): description,
+held-out examples, decoding, metrics, training facts, and per input and
+output the fields a client shows (image shape, value range, bit names).
+"""
 
 from __future__ import annotations
 
 import platform
-from datetime import UTC, datetime
 from importlib import metadata as package_metadata
 from typing import Any
 
@@ -11,8 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.data import MAX_GREY_LEVEL, NUM_INPUTS, DigitsSplit
-from model.tasks import TaskSpec
+from model.data import MAX_GREY_LEVEL, DigitsSplit
+from model.tasks import DIGIT_HASH, TaskSpec, model_inputs
 
 #: Held-out rows copied into the metadata (one per digit).
 NUM_EXAMPLES = 10
@@ -51,88 +57,79 @@ def example_indices(labels: np.ndarray, count: int = NUM_EXAMPLES) -> list[int]:
     return picked[:count]
 
 
-def examples(split: DigitsSplit, hard_outputs: np.ndarray) -> list[dict[str, Any]]:
-    """The metadata's ``examples``: held-out rows, labels and the model's hard outputs.
+def examples(spec: TaskSpec, split: DigitsSplit, hard_codes: np.ndarray) -> list[dict[str, Any]]:
+    """The metadata's ``examples``: held-out rows, labels and the model's hard code.
 
     Args:
+        spec: The task.
         split: The data.
-        hard_outputs: ``[n_test, K]`` hard outputs of the model on ``split.x_test``.
+        hard_codes: ``[n_test, K]`` hard values of the rounded output on ``split.x_test``.
 
     Returns:
-        About ten ``{"inputs", "label", "outputs"}`` rows.
+        About ten ``{"inputs": {input name: row}, "label", "outputs": {rounded
+        output name: code}}`` rows (rows without the batch dimension).
     """
     rows = []
+    shaped = model_inputs(spec, split.x_test)
     for i in example_indices(split.y_test):
         rows.append(
             {
-                "inputs": [float(v) for v in split.x_test[i]],
+                "inputs": {spec.input_name: shaped[i].tolist()},
                 "label": int(split.y_test[i]),
-                "outputs": [int(v) for v in np.rint(hard_outputs[i])],
+                "outputs": {spec.rounding_name: [int(v) for v in np.rint(hard_codes[i])]},
             }
         )
     return rows
 
 
-def build(
+def export_options(
     spec: TaskSpec,
-    method: str,
-    params: dict[str, Any],
     anneal: dict[str, Any] | None,
     metrics: dict[str, float],
     training: dict[str, Any],
     example_rows: list[dict[str, Any]],
-    curve: dict[str, list[float]],
 ) -> dict[str, Any]:
-    """Assembles the metadata of docs/contract.md, section 2.
-
-    ``model_name`` and ``version`` are filled in by :func:`model.export.save`.
+    """Keyword arguments of ``diffround.export`` for a trained task.
 
     Args:
         spec: The task.
-        method: Rounding method name.
-        params: The rounding layer's parameters (final values after annealing).
-        anneal: The annealing schedule, or ``None``.
+        anneal: The annealing schedule, or ``None`` (recorded as ``anneal``).
         metrics: Held-out metrics.
         training: ``epochs``, ``seed``, ``train_seconds``, ``command`` and more.
         example_rows: From :func:`examples`.
-        curve: From :func:`model.export.surrogate_curve`.
 
     Returns:
-        The metadata dict (JSON-ready).
+        ``description``, ``examples``, ``decoding``, ``metrics``, ``training``,
+        ``input_info``, ``output_info`` and ``extra_metadata`` (``task``,
+        ``anneal``).
     """
+    image = "8x8 image, row major" if len(spec.input_shape) == 1 else "8x8x1 image"
+    output_info: dict[str, dict[str, Any]] = {
+        spec.rounding_name: {
+            "description": spec.output_description,
+            "bits": list(spec.bit_names),
+            "levels": list(range(spec.levels)),
+        }
+    }
+    if spec.name == DIGIT_HASH.name:
+        output_info["reconstruction"] = {
+            "description": "the decoder's 64 pixels in [0, 1], from the hard code",
+            "image_shape": [8, 8],
+            "range": [0.0, 1.0],
+        }
     return {
-        "format": "diffround.savedmodel/v1",
-        "model_name": spec.name,
-        "version": None,
-        "task": spec.name,
         "description": spec.description,
-        "method": method,
-        "params": params,
-        "anneal": anneal,
-        "inputs": [
-            {
-                "name": "inputs",
-                "dtype": "float32",
-                "shape": [-1, NUM_INPUTS],
-                "description": "8x8 grey levels 0..16, row major",
-                "image_shape": [8, 8],
-                "range": [0.0, MAX_GREY_LEVEL],
-            }
-        ],
-        "outputs": [
-            {
-                "name": "outputs",
-                "dtype": "float32",
-                "shape": [-1, spec.code_bits],
-                "description": spec.output_description,
-                "bits": list(spec.bit_names),
-            }
-        ],
+        "examples": example_rows,
         "decoding": spec.decoding,
         "metrics": metrics,
         "training": training,
-        "versions": versions(),
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "examples": example_rows,
-        "surrogate_curve": curve,
+        "input_info": {
+            spec.input_name: {
+                "description": f"{image}, grey levels 0..16",
+                "image_shape": [8, 8],
+                "range": [0.0, MAX_GREY_LEVEL],
+            }
+        },
+        "output_info": output_info,
+        "extra_metadata": {"task": spec.name, "anneal": anneal},
     }

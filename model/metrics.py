@@ -48,6 +48,25 @@ def soft_bit_accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(1.0 - np.abs(np.asarray(outputs) - np.asarray(targets))))
 
 
+def soft_level_accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """Level accuracy of continuous outputs: ``mean(max(0, 1 - |outputs - targets|))``.
+
+    For integer outputs it is the share of exact values (a value off by 2
+    scores 0, not -1), so it equals the hard accuracy when the surrogate's
+    forward is the exact round (STE) and the difference is the train/serve
+    mismatch.
+
+    Args:
+        outputs: ``[n, k]`` continuous outputs.
+        targets: ``[n, k]`` integer targets.
+
+    Returns:
+        The score in [0, 1].
+    """
+    error = np.abs(np.asarray(outputs, np.float64) - np.asarray(targets, np.float64))
+    return float(np.mean(np.maximum(0.0, 1.0 - error)))
+
+
 def mean_squared_error(a: np.ndarray, b: np.ndarray) -> float:
     """Mean squared difference of two arrays of the same shape."""
     return float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(
         prog="python -m model.train",
-        description="Train a digits task through a rounding surrogate and export a SavedModel.",
+        description="Train a digits task through a rounding surrogate and export a SavedModel "
+        "(diffround.export).",
     )
     parser.add_argument("--task", choices=sorted(tasks.TASKS), default="digit-bits")
     parser.add_argument("--method", choices=diffround.METHODS, default="ste")
@@ -177,7 +178,7 @@ class TrainConfig:
     """What to train.
 
     Attributes:
-        task: Task name (``digit-bits`` or ``digit-hash``).
+        task: Task name (a key of ``model.tasks.TASKS``).
         method: Rounding method (a name in ``diffround.METHODS``); ``None``: no
             rounding (the float reference, not exportable).
         params: The method's parameters.
@@ -262,17 +263,14 @@ def train_and_export(
         "held_out_rows": len(split.y_test),
         "command": command,
     }
-    meta = metadata_lib.build(
+    options = metadata_lib.export_options(
         spec=spec,
-        method=config.method,
-        params=final_params,
         anneal=anneal,
         metrics=held_out,
         training=training,
-        example_rows=metadata_lib.examples(split, outputs.hard),
-        curve=export.surrogate_curve(rounding),
+        example_rows=metadata_lib.examples(spec, split, outputs.hard),
     )
-    path = export.save(task_model.encoder, rounding, meta, models_root, name or spec.name)
+    path = export.save(task_model.export_model, models_root, name or spec.name, **options)
     return TrainResult(
         path=path, task_model=task_model, metrics=held_out, metadata=export.read_metadata(path)
     )
@@ -323,7 +321,9 @@ def fit_config(
     rounding = None
     if config.method is not None:
         try:
-            rounding = diffround.DiffRound(method=config.method, **config.params)
+            rounding = diffround.DiffRound(
+                method=config.method, name=spec.rounding_name, **config.params
+            )
         except (TypeError, ValueError) as error:
             raise ConfigError(str(error)) from None
     task_model = tasks.build(spec, rounding)

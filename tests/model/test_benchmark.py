@@ -76,3 +76,16 @@ def test_cli_saves_records_and_rerenders_the_same_tables_without_training(tmp_pa
 
     assert tables(first) == tables(second)
     assert any(line.startswith("| `ste` |") for line in tables(second))
+
+
+def test_digit_levels_is_benchmarked_with_its_own_columns(tmp_path):
+    rows = [row for row in benchmark.variants() if row.label == "ste"]
+    records = benchmark.run(rows, ["digit-levels"], seeds=[0], epochs=1)
+    (record,) = records
+    assert 0.0 <= record["exact_match"] <= record["level_accuracy"] <= 1.0
+    assert record["train_serve_mismatch"] == pytest.approx(0.0, abs=1e-6)
+    md_path, _ = benchmark_report.write(records, rows, ["digit-levels"], [0], 1, 3.0, tmp_path)
+    text = md_path.read_text()
+    assert "## digit-levels" in text and "digit accuracy" in text
+    (line,) = [line for line in text.splitlines() if line.startswith("| `ste` |")]
+    assert f"{100 * record['level_accuracy']:.1f}" in line

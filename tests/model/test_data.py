@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from model.data import binary_code, decode_binary, load_split
+from model.data import base_code, binary_code, decode_base, decode_binary, load_split
 
 
 def test_split_is_stratified_disjoint_and_fixed():
@@ -32,3 +32,11 @@ def test_binary_code_is_msb_first():
 def test_decode_inverts_binary_code(bits):
     labels = np.arange(2**bits)
     np.testing.assert_array_equal(decode_binary(binary_code(labels, bits)), labels)
+
+
+def test_base_code_is_msb_first_and_decodes_back():
+    np.testing.assert_array_equal(
+        base_code(np.array([9, 3, 0]), base=4, digits=2), [[2, 1], [0, 3], [0, 0]]
+    )
+    labels = np.arange(27)
+    np.testing.assert_array_equal(decode_base(base_code(labels, base=3, digits=3), base=3), labels)

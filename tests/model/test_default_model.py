@@ -15,8 +15,9 @@ def test_default_model_is_trained_by_the_make_train_command(default_model_dir, d
     command = meta["training"]["command"]
     assert command.startswith("python -m model.train " + " ".join(default_train_args))
     method = default_train_args[default_train_args.index("--method") + 1]
-    assert meta["method"] == method
+    assert [layer["method"] for layer in meta["rounding_layers"]] == [method]
     assert meta["task"] == "digit-bits" and meta["version"] == 1
+    assert meta["format"] == "diffround.savedmodel/v2"
     # "Well under a minute on 2 cores" for the fit itself.
     assert meta["training"]["train_seconds"] < 45
 
@@ -27,7 +28,7 @@ def test_default_model_reaches_the_exact_match_bar_with_hard_inference(default_m
     # Recomputed from the held-out digits through the SavedModel's serving signature.
     split = load_split()
     serve = tf.saved_model.load(str(default_model_dir)).signatures["serving_default"]
-    outputs = serve(inputs=tf.constant(split.x_test))["outputs"].numpy()
+    outputs = serve(inputs=tf.constant(split.x_test))["bits"].numpy()
     assert set(np.unique(outputs)) <= {0.0, 1.0}
     recomputed = exact_match(outputs, binary_code(split.y_test))
     assert recomputed >= ACCURACY_BAR

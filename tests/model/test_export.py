@@ -1,24 +1,21 @@
-"""The exported SavedModel against the serving contract (docs/contract.md, section 2)."""
+"""The bundled tasks' SavedModels against the serving contract (docs/contract.md, section 2)."""
 
 import json
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import diffround
-from model import train
-from model.data import load_split
-from model.export import CURVE_POINTS, METADATA_PATH
+from diffround.export import CURVE_POINTS, METADATA_PATH
+from model import tasks, train
+from model.data import decode_base, load_split
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-# Smooth surrogates, so the grad signature's Jacobian has a finite-difference check.
+# Smooth surrogates, so the grad signature's Jacobians have a finite-difference check.
 CASES = {
     "digit-bits/soft_round": train.TrainConfig(
         task="digit-bits",
@@ -35,6 +32,9 @@ CASES = {
     ),
     "digit-hash/sigmoid": train.TrainConfig(
         task="digit-hash", method="sigmoid", params={"slope": 6.0}, epochs=1
+    ),
+    "digit-levels/soft_round": train.TrainConfig(
+        task="digit-levels", method="soft_round", params={"alpha": 3.0}, epochs=2
     ),
 }
 
@@ -72,8 +72,13 @@ def split():
     return load_split()
 
 
+def model_input(result, x):
+    spec = result.task_model.spec
+    return spec.input_name, tasks.model_inputs(spec, x)
+
+
 def test_savedmodel_serves_in_a_process_without_diffround(exported, split, tmp_path):
-    x = split.x_test[:7]
+    name, x = model_input(exported, split.x_test[:7])
     np.save(tmp_path / "x.npy", x)
     script = textwrap.dedent(
         f"""
@@ -81,16 +86,15 @@ def test_savedmodel_serves_in_a_process_without_diffround(exported, split, tmp_p
         import numpy as np
         import tensorflow as tf
         loaded = tf.saved_model.load({str(exported.path)!r})
-        x = np.load({str(tmp_path / "x.npy")!r})
+        x = tf.constant(np.load({str(tmp_path / "x.npy")!r}))
         sigs = loaded.signatures
         out = {{"signatures": sorted(sigs)}}
-        for name in ("serving_default", "serve"):
-            out[name] = sigs[name](inputs=tf.constant(x))["outputs"].numpy().tolist()
-        one_row = sigs["serving_default"](inputs=tf.constant(x[:1]))
-        out["one_row"] = one_row["outputs"].numpy().tolist()
-        grad = sigs["grad"](inputs=tf.constant(x))
-        out["grad"] = {{k: [list(v.shape), v.dtype.name] for k, v in grad.items()}}
-        out["grad_hard"] = grad["hard"].numpy().tolist()
+        for sig in ("serving_default", "serve", "grad"):
+            result = sigs[sig](**{{{name!r}: x}})
+            out[sig] = {{k: v.numpy().tolist() for k, v in result.items()}}
+            out[sig + ":shapes"] = {{k: [list(v.shape), v.dtype.name] for k, v in result.items()}}
+        one_row = sigs["serving_default"](**{{{name!r}: x[:1]}})
+        out["one_row"] = {{k: v.numpy().tolist() for k, v in one_row.items()}}
         out["modules"] = [m for m in ("diffround", "model") if m in sys.modules]
         print(json.dumps(out))
         """
@@ -109,55 +113,73 @@ def test_savedmodel_serves_in_a_process_without_diffround(exported, split, tmp_p
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["modules"] == []
     assert out["signatures"] == ["grad", "serve", "serving_default"]
-    k = exported.task_model.spec.code_bits
-    served = np.array(out["serving_default"])
-    assert served.shape == (7, k)
-    assert set(np.unique(served)) <= {0.0, 1.0}
-    np.testing.assert_array_equal(out["serve"], served)
-    np.testing.assert_array_equal(out["grad_hard"], served)
-    # A second batch size gives the same row.
-    np.testing.assert_array_equal(out["one_row"], served[:1])
-    # Equal to the Keras model's hard inference.
-    keras_hard = exported.task_model.rounding(
-        exported.task_model.encoder(x, training=False), training=False
-    )
-    np.testing.assert_array_equal(served, np.asarray(keras_hard))
-    assert out["grad"] == {
-        "hard": [[7, k], "float32"],
-        "surrogate": [[7, k], "float32"],
-        "pre_round": [[7, k], "float32"],
-        "local_grad": [[7, k], "float32"],
-        "input_grad": [[7, k, 64], "float32"],
-    }
+    meta = exported.metadata
+    spec = exported.task_model.spec
+    keras_out = exported.task_model.export_model(x, training=False)
+    if not isinstance(keras_out, dict):
+        keras_out = {spec.rounding_name: keras_out}
+    assert sorted(out["serving_default"]) == sorted(o["name"] for o in meta["outputs"])
+    for output, value in keras_out.items():
+        served = np.array(out["serving_default"][output], np.float32)
+        if output == spec.rounding_name:
+            np.testing.assert_array_equal(served, np.asarray(value))
+        else:  # float outputs: graph and eager kernels may differ in the last ulp
+            np.testing.assert_allclose(served, np.asarray(value), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(out["serve"][output], served)
+        np.testing.assert_array_equal(out["one_row"][output], served[:1])
+    code = np.array(out["serving_default"][spec.rounding_name])
+    assert code.shape == (7, spec.code_bits)
+    assert set(np.unique(code)) <= set(range(spec.levels))
+    np.testing.assert_array_equal(out["grad"][f"{spec.rounding_name}__hard"], code)
+    # Every key the metadata declares, with its shape.
+    expected = {}
+    for output in meta["outputs"]:
+        keys = meta["grad"]["outputs"][output["name"]]
+        expected[keys["relaxed"]] = [[7, *output["shape"][1:]], "float32"]
+        for jacobian in keys["jacobians"].values():
+            expected[jacobian] = [[7, *output["shape"][1:], *spec.input_shape], "float32"]
+    for layer in meta["rounding_layers"]:
+        for key in meta["grad"]["layers"][layer["name"]].values():
+            expected[key] = [[7, *layer["shape"][1:]], "float32"]
+    assert out["grad:shapes"] == expected
 
 
-def test_grad_input_gradients_match_central_finite_differences(exported, split):
+def test_grad_jacobians_match_central_finite_differences(exported, split):
     grad = tf.saved_model.load(str(exported.path)).signatures["grad"]
-    rows = split.x_test[[0, 5, 17]].astype(np.float32)
-    jacobian = grad(inputs=tf.constant(rows))["input_grad"].numpy()
+    name, rows = model_input(exported, split.x_test[[0, 5, 17]])
+    meta = exported.metadata
+    out = grad(**{name: tf.constant(rows)})
     eps = 0.05  # in raw grey levels (0..16): small next to the model's 1/16 rescale
-    for row, expected in zip(rows, jacobian, strict=True):
-        step = np.eye(64, dtype=np.float32) * eps
-        plus = grad(inputs=tf.constant(row + step))["surrogate"].numpy().astype(np.float64)
-        minus = grad(inputs=tf.constant(row - step))["surrogate"].numpy().astype(np.float64)
-        finite_differences = ((plus - minus) / (2 * eps)).T  # [K, 64]
-        scale = np.abs(expected).max()
-        assert scale > 1e-4, "the surrogate must depend on the inputs"
-        np.testing.assert_allclose(expected, finite_differences, atol=2e-2 * scale, rtol=2e-2)
+    for keys in meta["grad"]["outputs"].values():
+        jacobian = out[keys["jacobians"][name]].numpy()
+        for row, expected in zip(rows, jacobian, strict=True):
+            steps = np.eye(64, dtype=np.float32).reshape(64, *row.shape) * eps
+            plus = grad(**{name: tf.constant(row + steps)})[keys["relaxed"]].numpy()
+            minus = grad(**{name: tf.constant(row - steps)})[keys["relaxed"]].numpy()
+            differences = (plus.astype(np.float64) - minus) / (2 * eps)  # [64, *out]
+            differences = np.moveaxis(differences.reshape(64, -1), 0, 1)  # [out, 64]
+            expected = expected.reshape(differences.shape)
+            scale = np.abs(expected).max()
+            assert scale > 1e-4, "the relaxed output must depend on the inputs"
+            close = np.isclose(expected, differences, atol=2e-2 * scale, rtol=2e-2)
+            # A step may cross a ReLU kink (the conv net): a few entries may differ there.
+            assert close.mean() >= 0.97, f"{(~close).sum()} of {close.size} entries differ"
+            np.testing.assert_allclose(
+                np.median(np.abs(expected - differences)), 0, atol=1e-3 * scale
+            )
 
 
 def test_grad_local_derivative_and_surrogate_match_numpy_reference(exported, split):
     meta = exported.metadata
-    out = tf.saved_model.load(str(exported.path)).signatures["grad"](
-        inputs=tf.constant(split.x_test[:50])
-    )
-    pre_round = out["pre_round"].numpy()
-    value, derivative = reference(meta["method"], meta["params"], pre_round)
-    np.testing.assert_allclose(out["surrogate"].numpy(), value, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out["local_grad"].numpy(), derivative, rtol=1e-3, atol=1e-5)
-    np.testing.assert_array_equal(out["hard"].numpy(), np.round(pre_round))
-    # The input Jacobian is the chain rule through the local derivative.
-    assert np.all(np.isfinite(out["input_grad"].numpy()))
+    name, x = model_input(exported, split.x_test[:50])
+    out = tf.saved_model.load(str(exported.path)).signatures["grad"](**{name: tf.constant(x)})
+    (layer,) = meta["rounding_layers"]
+    keys = meta["grad"]["layers"][layer["name"]]
+    pre_round = out[keys["pre_round"]].numpy()
+    value, derivative = reference(layer["method"], layer["params"], pre_round)
+    np.testing.assert_allclose(out[keys["surrogate"]].numpy(), value, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out[keys["local_grad"]].numpy(), derivative, rtol=1e-3, atol=1e-5)
+    np.testing.assert_array_equal(out[keys["hard"]].numpy(), np.round(pre_round))
 
 
 def test_metadata_is_complete_strict_json(exported, split):
@@ -167,65 +189,78 @@ def test_metadata_is_complete_strict_json(exported, split):
         raise ValueError(f"non-standard JSON constant {constant}")
 
     meta = json.loads(text, parse_constant=reject)
-    expected_keys = {
-        "format",
-        "model_name",
-        "version",
-        "task",
-        "description",
-        "method",
-        "params",
-        "anneal",
-        "inputs",
-        "outputs",
-        "decoding",
-        "metrics",
-        "training",
-        "versions",
-        "created_at",
-        "examples",
-        "surrogate_curve",
-    }
-    assert expected_keys <= set(meta)
     spec = exported.task_model.spec
-    assert meta["format"] == "diffround.savedmodel/v1"
+    assert meta["format"] == "diffround.savedmodel/v2"
     assert meta["version"] == int(exported.path.name) == 1
     assert meta["model_name"] == exported.path.parent.name == spec.name
-    assert meta["task"] == spec.name
-    assert meta["inputs"][0]["name"] == "inputs" and meta["inputs"][0]["shape"] == [-1, 64]
-    assert meta["outputs"][0]["shape"] == [-1, spec.code_bits]
-    assert len(meta["outputs"][0]["bits"]) == spec.code_bits
-    if spec.name == "digit-bits":
-        assert meta["decoding"] == {"kind": "binary_msb_first", "classes": 10}
-        assert {"exact_match", "bit_accuracy"} <= set(meta["metrics"])
-        assert meta["anneal"]["duration"] == meta["training"]["epochs"]
-        assert meta["params"]["alpha"] == pytest.approx(meta["anneal"]["end"])
-    else:
-        assert meta["decoding"] is None
+    assert meta["task"] == spec.name and meta["description"] == spec.description
+    (model_input_meta,) = meta["inputs"]
+    assert model_input_meta["name"] == spec.input_name
+    assert model_input_meta["shape"] == [-1, *spec.input_shape]
+    assert model_input_meta["image_shape"] == [8, 8] and model_input_meta["range"] == [0.0, 16.0]
+    outputs = {o["name"]: o for o in meta["outputs"]}
+    code = outputs[spec.rounding_name]
+    assert code["shape"] == [-1, spec.code_bits] and code["rounding_layer"] == spec.rounding_name
+    assert code["grid"] == {"step": 1.0, "offset": 0.0, "min": None, "max": None}
+    assert len(code["bits"]) == spec.code_bits
+    (layer,) = meta["rounding_layers"]
+    assert (
+        layer["name"] == spec.rounding_name
+        and layer["method"] == exported.metadata["rounding_layers"][0]["method"]
+    )
+    assert meta["decoding"] == spec.decoding
+    if spec.name == "digit-hash":
+        assert outputs["reconstruction"]["rounding_layer"] is None
+        assert outputs["reconstruction"]["shape"] == [-1, 64]
         assert {"reconstruction_mse", "precision_at_10"} <= set(meta["metrics"])
+    else:
+        assert set(outputs) == {spec.rounding_name}
+        assert "exact_match" in meta["metrics"]
+    if spec.name == "digit-bits":
+        assert meta["anneal"]["duration"] == meta["training"]["epochs"]
+        assert layer["params"]["alpha"] == pytest.approx(meta["anneal"]["end"])
+    assert meta["grad"]["omitted_jacobians"] == []
     assert "dead_gradient_share" in meta["metrics"]
     assert meta["training"]["command"].startswith("python -m model.train --task ")
     assert {"tensorflow", "keras", "diffround", "python"} <= set(meta["versions"])
-    assert meta["versions"]["tensorflow"] == tf.__version__
     assert meta["created_at"].endswith("Z")
-    # Examples: held-out rows, one per digit, with the served outputs.
+    # Examples: held-out rows, one per digit, with the served code.
     assert len(meta["examples"]) == 10
     assert sorted(e["label"] for e in meta["examples"]) == list(range(10))
+    rows = np.array([e["inputs"][spec.input_name] for e in meta["examples"]], np.float32)
+    assert rows.shape == (10, *spec.input_shape)
     served = (
         tf.saved_model.load(str(exported.path))
-        .signatures["serving_default"](
-            inputs=tf.constant([e["inputs"] for e in meta["examples"]], tf.float32)
-        )["outputs"]
+        .signatures["serving_default"](**{spec.input_name: tf.constant(rows)})[spec.rounding_name]
         .numpy()
     )
-    np.testing.assert_array_equal([e["outputs"] for e in meta["examples"]], served)
+    np.testing.assert_array_equal(
+        [e["outputs"][spec.rounding_name] for e in meta["examples"]], served
+    )
     # The surrogate curve is the method's function at its final parameters.
-    curve = meta["surrogate_curve"]
+    curve = layer["surrogate_curve"]
     x = np.array(curve["x"])
     assert len(x) == CURVE_POINTS and x[0] == -0.5 and x[-1] == 1.5
-    value, derivative = reference(meta["method"], meta["params"], x)
+    value, derivative = reference(layer["method"], layer["params"], x)
     np.testing.assert_allclose(curve["value"], value, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(curve["derivative"], derivative, rtol=1e-3, atol=1e-5)
+
+
+def test_digit_levels_rounds_to_base4_digits_that_decode_to_the_label(split):
+    spec = tasks.DIGIT_LEVELS
+    np.testing.assert_array_equal(
+        tasks.code_targets(spec, np.arange(10)),
+        [[0, 0], [0, 1], [0, 2], [0, 3], [1, 0], [1, 1], [1, 2], [1, 3], [2, 0], [2, 1]],
+    )
+    np.testing.assert_array_equal(
+        decode_base(tasks.code_targets(spec, split.y_test), base=4), split.y_test
+    )
+    assert spec.decoding == {
+        "kind": "base_msb_first",
+        "base": 4,
+        "classes": 10,
+        "output": "levels",
+    }
 
 
 @pytest.mark.parametrize("method", diffround.METHODS)
@@ -236,9 +271,17 @@ def test_every_method_exports_a_grad_signature_matching_the_library(method, tmp_
     x = np.concatenate([split.x_test[:6], np.zeros((1, 64)), np.full((1, 64), 16.0)])
     out = signatures["grad"](inputs=tf.constant(x, tf.float32))
     assert all(np.all(np.isfinite(v.numpy())) for v in out.values())
-    served = signatures["serving_default"](inputs=tf.constant(x, tf.float32))["outputs"].numpy()
+    served = signatures["serving_default"](inputs=tf.constant(x, tf.float32))["bits"].numpy()
     assert set(np.unique(served)) <= {0.0, 1.0}
-    np.testing.assert_array_equal(out["hard"].numpy(), served)
-    value, local = diffround.local_gradient(out["pre_round"], method, **result.metadata["params"])
-    np.testing.assert_allclose(out["surrogate"].numpy(), np.asarray(value), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out["local_grad"].numpy(), np.asarray(local), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(out["bits__hard"].numpy(), served)
+    params = result.metadata["rounding_layers"][0]["params"]
+    value, local = diffround.local_gradient(out["bits__pre_round"], method, **params)
+    np.testing.assert_allclose(
+        out["bits__surrogate"].numpy(), np.asarray(value), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        out["bits__local_grad"].numpy(), np.asarray(local), rtol=1e-4, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        out["bits__relaxed"].numpy(), np.asarray(value), rtol=1e-5, atol=1e-6
+    )

@@ -35,3 +35,14 @@ def test_precision_at_k_l2_uses_float_distances():
     assert metrics.precision_at_k(codes, np.array([0, 0, 1, 1]), k=1, metric="l2") == 1.0
     with pytest.raises(ValueError, match="hamming"):
         metrics.precision_at_k(codes, np.array([0, 0, 1, 1]), metric="cosine")
+
+
+def test_soft_level_accuracy_scores_integer_outputs_as_exact_matches():
+    targets = np.array([[0.0, 3.0], [2.0, 1.0]])
+    np.testing.assert_allclose(
+        metrics.soft_level_accuracy(np.array([[0, 1], [2, 1]]), targets), 0.75
+    )
+    np.testing.assert_allclose(
+        metrics.soft_level_accuracy(np.array([[0.25, 3.0], [2.0, 1.5]]), targets),
+        (0.75 + 1 + 1 + 0.5) / 4,
+    )

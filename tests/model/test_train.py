@@ -29,7 +29,11 @@ def test_a_few_training_steps_move_the_encoder_through_the_rounding(task, method
     before = [np.array(w) for w in task_model.encoder.trainable_weights]
     x, y = split.x_train[:128], split.y_train[:128]
     history = task_model.train_model.fit(
-        x, tasks.targets(task_model.spec, x, y), epochs=1, batch_size=32, verbose=0
+        tasks.model_inputs(task_model.spec, x),
+        tasks.targets(task_model.spec, x, y),
+        epochs=1,
+        batch_size=32,
+        verbose=0,
     )
     assert np.isfinite(history.history["loss"][0])
     after = task_model.encoder.trainable_weights
@@ -130,7 +134,7 @@ def test_cli_writes_numeric_versions_and_never_overwrites(tmp_path, capsys):
     assert meta["training"]["command"] == "python -m model.train " + " ".join(
         [*argv, "--seed", "1"]
     )
-    assert meta["params"] == {"slope": 8.0, "center": 0.5}
+    assert meta["rounding_layers"][0]["params"] == {"slope": 8.0, "center": 0.5}
     json.dumps(meta, allow_nan=False)
 
 
