@@ -6,6 +6,7 @@ that no other test directory's `conftest` can shadow it.
 
 import asyncio
 import functools
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +14,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import tensorflow as tf
-from svc_models import GRAD_KEYS, LAYER
 
 from app.config import Settings
 from app.main import create_app
@@ -61,37 +61,47 @@ async def wait_for_model(client: httpx.AsyncClient, name: str, timeout_s: float 
 def reference_outputs(version_dir: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
     """The SavedModel's own answers, loaded in this process with `tf.saved_model.load`.
 
+    For a one-input, one-output model (the tiny models and the default model).
+
     Returns:
-        `outputs` (serving_default), every `grad` key, and the tiny models' grad
-        values by role: `relaxed`, `input_grad` (the Jacobian), `pre_round`,
+        `outputs` (serving_default's only output), every `grad` key, and the grad
+        values of the first output and first rounding layer by role (from the
+        metadata's grad map): `relaxed`, `input_grad` (the Jacobian), `pre_round`,
         `surrogate`, `local_grad`, `hard`.
     """
     loaded = _loaded(str(version_dir))
     x = tf.constant(rows, tf.float32)
-    result = {"outputs": loaded.signatures["serving_default"](inputs=x)["outputs"].numpy()}
-    if "grad" in loaded.signatures:
+    (served,) = loaded.signatures["serving_default"](inputs=x).values()
+    result = {"outputs": served.numpy()}
+    metadata_file = version_dir / "assets.extra" / "diffround.json"
+    if "grad" in loaded.signatures and metadata_file.exists():
         grads = {k: v.numpy() for k, v in loaded.signatures["grad"](inputs=x).items()}
         result.update(grads)
-        for role, key in GRAD_KEYS.items():
-            if key in grads:
-                result["input_grad" if role == "jacobian" else role] = grads[key]
+        grad_map = json.loads(metadata_file.read_text())["grad"]
+        (output,) = grad_map["outputs"].values()
+        result["relaxed"] = grads[output["relaxed"]]
+        if output["jacobians"]:
+            (result["input_grad"],) = (grads[k] for k in output["jacobians"].values())
+        layer = next(iter(grad_map["layers"].values()))
+        result.update({role: grads[key] for role, key in layer.items()})
     return result
 
 
 def predicted(body: dict) -> np.ndarray:
-    """The hard outputs of a tiny model in a `/predict` answer."""
-    return np.array(body["outputs"]["outputs"])
+    """The only output of a one-output model in a `/predict` answer."""
+    (values,) = body["outputs"].values()
+    return np.array(values)
 
 
 def grad_view(body: dict) -> dict:
-    """A `/grad` answer of a tiny model (one output, one rounding layer) by role."""
-    output = body["outputs"]["outputs"]
-    layer = body["rounding_layers"][LAYER]
+    """A `/grad` answer of a one-output model by role (its first rounding layer's values)."""
+    (output,) = body["outputs"].values()
+    layer = next(iter(body["rounding_layers"].values()))
     return {
         "hard": layer["hard"],
         "output_hard": output["hard"],
         "relaxed": output["relaxed"],
-        "input_grad": output["jacobians"]["inputs"],
+        "input_grad": next(iter(output["jacobians"].values())),
         "surrogate": layer["surrogate"],
         "pre_round": layer["pre_round"],
         "local_grad": layer["local_grad"],

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from svc_helpers import digit_rows, reference_outputs
+from svc_helpers import digit_rows, grad_view, predicted, reference_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,16 +128,17 @@ def test_predict_and_grad_match_the_savedmodel(
 ) -> None:
     rows = digit_rows(9, seed=41)
     expected = reference_outputs(version_dir, rows)
-    predicted = httpx.post(f"{server.url}/predict", json={"inputs": rows.tolist()}, timeout=30)
-    assert predicted.status_code == 200, predicted.text
-    body = predicted.json()
+    answer = httpx.post(f"{server.url}/predict", json={"inputs": rows.tolist()}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
     assert (body["model"], body["version"]) == (default_model_name, 1)
     np.testing.assert_array_equal(predicted(body).astype(np.float32), expected["outputs"])
     for i in range(3):  # single rows too
         one = httpx.post(f"{server.url}/predict", json={"inputs": rows[i : i + 1].tolist()})
-        np.testing.assert_array_equal(one.json()["outputs"], expected["outputs"][i : i + 1])
+        np.testing.assert_array_equal(predicted(one.json()), expected["outputs"][i : i + 1])
 
-    grad = httpx.post(f"{server.url}/grad", json={"inputs": rows.tolist()}, timeout=30).json()
+    response = httpx.post(f"{server.url}/grad", json={"inputs": rows.tolist()}, timeout=30)
+    grad = grad_view(response.json())
     for name in ("hard", "surrogate", "pre_round", "local_grad", "input_grad"):
         np.testing.assert_allclose(grad[name], expected[name], rtol=1e-5, atol=1e-6)
     assert grad["method"] in SURROGATES, f"no NumPy reference for {grad['method']}"
@@ -152,14 +153,14 @@ def test_grad_input_gradients_match_finite_differences_on_the_real_model(server:
     """At the most sensitive blend of two held-out digits (on the digits themselves the trained
     model is so confident that gradients drown in float32 noise)."""
     examples = httpx.get(f"{server.url}/models/{server.model_name}").json()["examples"]
-    digits = np.array([e["inputs"] for e in examples[:4]], np.float32)
+    digits = np.array([e["inputs"]["inputs"] for e in examples[:4]], np.float32)
     weights = np.linspace(0.0, 1.0, 21, dtype=np.float32)
     candidates = np.stack(
         [w * digits[i] + (1 - w) * digits[j] for i in range(4) for j in range(i) for w in weights]
     )
     scan = httpx.post(f"{server.url}/grad", json={"inputs": candidates.tolist()}, timeout=60)
     assert scan.status_code == 200, scan.text
-    sensitivity = np.abs(np.array(scan.json()["input_grad"])).max(axis=(1, 2))
+    sensitivity = np.abs(np.array(grad_view(scan.json())["input_grad"])).max(axis=(1, 2))
     base = candidates[int(np.argmax(sensitivity))]
 
     h = 0.05
@@ -167,6 +168,7 @@ def test_grad_input_gradients_match_finite_differences_on_the_real_model(server:
     perturbed = np.concatenate([base + eye, base - eye])
     at_base = httpx.post(f"{server.url}/grad", json={"inputs": [base.tolist()]}).json()
     around = httpx.post(f"{server.url}/grad", json={"inputs": perturbed.tolist()}).json()
+    at_base, around = grad_view(at_base), grad_view(around)
     surrogate = np.array(around["surrogate"], np.float64)
     finite_diff = ((surrogate[:64] - surrogate[64:]) / (2 * h)).T  # [k, input]
     analytic = np.array(at_base["input_grad"][0], np.float64)
@@ -194,6 +196,10 @@ def test_tritonclient_infer_and_metadata_with_default_options(
     name = version_dir.parent.name
     rows = digit_rows(5, seed=44)
     expected = reference_outputs(version_dir, rows)
+    grad_map = httpx.get(f"{server.url}/models/{name}").json()["grad"]
+    ((output, keys),) = grad_map["outputs"].items()
+    jacobian_key = keys["jacobians"]["inputs"]
+    hard_key = next(iter(grad_map["layers"].values()))["hard"]
     client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
     try:
         assert client.is_server_live() and client.is_server_ready()
@@ -206,14 +212,20 @@ def test_tritonclient_infer_and_metadata_with_default_options(
         tensor = triton.InferInput("inputs", list(rows.shape), "FP32")
         tensor.set_data_from_numpy(rows)  # binary by default
         result = client.infer(name, [tensor])
-        np.testing.assert_array_equal(result.as_numpy("outputs"), expected["outputs"])
+        np.testing.assert_array_equal(result.as_numpy(output), expected["outputs"])
 
-        wanted = [triton.InferRequestedOutput("input_grad"), triton.InferRequestedOutput("hard")]
+        # The grad signature's outputs by their own names, beside a hard output.
+        wanted = [
+            triton.InferRequestedOutput(jacobian_key),
+            triton.InferRequestedOutput(hard_key),
+            triton.InferRequestedOutput(output),
+        ]
         result = client.infer(name, [tensor], outputs=wanted, model_version="1")
         np.testing.assert_allclose(
-            result.as_numpy("input_grad"), expected["input_grad"], rtol=1e-5, atol=1e-6
+            result.as_numpy(jacobian_key), expected["input_grad"], rtol=1e-5, atol=1e-6
         )
-        np.testing.assert_array_equal(result.as_numpy("hard"), expected["hard"])
+        np.testing.assert_array_equal(result.as_numpy(hard_key), expected["hard"])
+        np.testing.assert_array_equal(result.as_numpy(output), expected["outputs"])
 
         with pytest.raises(triton.InferenceServerException, match="not found"):
             client.infer("no-such-model", [tensor])
