@@ -202,9 +202,11 @@ class LearnedStepRound(DiffRound):
         spec = self.grid.spec("integers", step=1.0)
         if self.grid.return_codes:
             return spec
-        scale = (lambda v: None if v is None else [v * s for s in step]) if isinstance(
-            step, list
-        ) else (lambda v: None if v is None else v * step)
+        scale = (
+            (lambda v: None if v is None else [v * s for s in step])
+            if isinstance(step, list)
+            else (lambda v: None if v is None else v * step)
+        )
         return {"step": step, "offset": 0.0, "min": scale(spec["min"]), "max": scale(spec["max"])}
 
     def get_config(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Weight quantization: `QuantizedDense` and `QuantizedConv2D` pass their kernel through a quantizer.
+"""Weight quantization: `QuantizedDense` and `QuantizedConv2D` quantize their kernel.
 
 The kernel quantizer is any `DiffRound` (any method and grid) or a
 `LearnedStepRound`: in training the layer computes with the quantizer's
