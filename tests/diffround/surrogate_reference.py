@@ -152,6 +152,8 @@ REFERENCES = {
 
 #: Methods whose exact values are integers (the others: sign, Heaviside, ternary).
 SIGN_FAMILY = ("ste_sign", "swish_sign", "ste_heaviside", "ste_tern")
+
+
 def exact(method, x, **params):
     """Inference value: round half to even, or the sign family's hard value."""
     if method in SIGN_FAMILY:
