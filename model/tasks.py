@@ -10,8 +10,9 @@ place where the seed question needs it:
   decoder reconstructs the 64 pixels from the hard code, so the encoder only
   learns through the rounding's surrogate gradient.
 
-With ``rounding=None`` a task builds its unrounded float model, the upper
-reference of the benchmark.
+With ``rounding=None`` a task builds its unrounded float model, the float
+reference of the benchmark (trained with the loss that suits it; not an upper
+bound: rounding in the loss can do better).
 """
 
 from __future__ import annotations
@@ -159,7 +160,9 @@ def build(
     train_model = keras.Model(inputs, outputs, name=spec.name)
     # Mean squared error on the rounded output: binary cross-entropy would clip
     # exact 0/1 values (straight-through forwards) and its clip has no gradient.
-    train_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    # The float reference's bits are probabilities: cross-entropy suits them.
+    loss = "binary_crossentropy" if rounding is None and spec.name == DIGIT_BITS.name else "mse"
+    train_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     return TaskModel(
         spec=spec,
         train_model=train_model,
