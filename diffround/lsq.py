@@ -196,18 +196,25 @@ class LearnedStepRound(DiffRound):
         return super().call(inputs, training=training)
 
     def grid_spec(self) -> dict[str, Any]:
-        """The current grid: `step` a float (a list of floats per channel), offset 0."""
-        value = keras.ops.convert_to_numpy(self.step_variable) if self.built else 1.0
-        step = value.tolist() if self.axis is not None and self.built else float(value)
-        spec = self.grid.spec("integers", step=1.0)
+        """The current grid: `step` a float (a list of floats per channel), offset 0.
+
+        `min`/`max` are `q_min * step` and `q_max * step` (lists per channel);
+        with `return_codes` the code grid (step 1, the code range).
+        """
+        codes = self.grid.spec("integers", step=1.0)  # offset 0: min/max are the codes
         if self.grid.return_codes:
-            return spec
-        scale = (
-            (lambda v: None if v is None else [v * s for s in step])
-            if isinstance(step, list)
-            else (lambda v: None if v is None else v * step)
-        )
-        return {"step": step, "offset": 0.0, "min": scale(spec["min"]), "max": scale(spec["max"])}
+            return codes
+        value = keras.ops.convert_to_numpy(self.step_variable) if self.built else 1.0
+        if self.axis is not None and self.built:
+            steps = [float(v) for v in value]
+            return {
+                "step": steps,
+                "offset": 0.0,
+                "min": [codes["min"] * v for v in steps],
+                "max": [codes["max"] * v for v in steps],
+            }
+        step = float(value)
+        return {"step": step, "offset": 0.0, "min": codes["min"] * step, "max": codes["max"] * step}
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
