@@ -130,13 +130,28 @@ class Annealer(keras.callbacks.Callback):
                 f"Annealer found no DiffRound layer with a float parameter "
                 f"{self.parameter!r} to anneal."
             )
-        for layer in targets:
+        self.validate(targets)
+        return targets
+
+    def validate(self, layers: Iterable[DiffRound]) -> None:
+        """Checks `start` and `end` against the parameter's kind for each layer's method.
+
+        Called when training begins; a command line can call it right after
+        building the model, to fail before any training.
+
+        Args:
+            layers: `DiffRound` layers the schedule will set.
+
+        Raises:
+            ValueError: A value the layer would reject (e.g.
+                `temperature=0`), in Keras's message shape.
+        """
+        for layer in layers:
             # Every value of a linear or cosine schedule lies between start
             # and end, and a geometric one's between two positive values:
             # checking the two ends checks them all.
             for value in (self.start, self.end):
                 registry.check_value(layer.method, self.parameter, value)
-        return targets
 
     def _apply(self) -> None:
         for layer in self.targets:

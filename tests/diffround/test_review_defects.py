@@ -33,6 +33,9 @@ def test_annealer_rejects_a_schedule_outside_the_parameters_kind_before_training
     layer = model.get_layer("rounding")
     assert layer.current_params()["temperature"] == pytest.approx(2 / 3)
     diffround.DiffRound.from_config(layer.get_config())  # still loadable
+    with pytest.raises(ValueError, match="temperature=0"):
+        annealer.validate([layer])  # what a command line can call before fit
+    diffround.Annealer("temperature", 1.0, 0.5, 2).validate([layer])
 
 
 def test_annealer_to_a_positive_end_still_trains_and_reloads(tmp_path):
