@@ -161,7 +161,8 @@ def run(
     """Every (bits, row, seed), in that order."""
     split = load_split(validation_share=VALIDATION_SHARE)
     records = []
-    total = len(rows) * len(bits) * len(seeds)
+    floats = sum(row.method is None for row in rows)
+    total = (len(rows) - floats) * len(bits) * len(seeds) + floats * len(seeds)
     for b in bits:
         for row in rows:
             if row.method is None and b != bits[0]:
