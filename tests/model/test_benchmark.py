@@ -14,7 +14,7 @@ def test_variants_cover_every_method_the_reference_and_the_seed_constants():
     assert len(set(labels)) == len(labels)
     assert {row.method for row in rows if row.kind == "method"} == set(benchmark.ZERO_ONE_METHODS)
     assert set(benchmark.ZERO_ONE_METHODS) <= set(diffround.ROUNDING_METHODS)
-    assert "upper" not in rows[0].note
+    assert "upper reference" not in rows[0].note
     assert rows[0].method is None and rows[0].kind == "reference"
     seed_rows = {row.method: row.params for row in rows if row.kind == "seed"}
     assert seed_rows["clamp"] == {"threshold": 0.499, "slope": 1e4}
