@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 
+from diffround import registry
 from diffround.layers import DiffRound
 
 SCHEDULES = ("linear", "exponential", "cosine")
@@ -47,10 +48,16 @@ class Annealer(keras.callbacks.Callback):
     The value after `t` completed units (epochs or steps) is
     `schedule_value(schedule, start, end, t / duration)`; it stays at `end`
     after `duration` units. Progress is not kept in the callback: each
-    layer's non-trainable `anneal_step` variable counts the completed units,
-    so it is saved with the model (`.keras` and checkpoints) and a reloaded
-    model resumes its schedule where it stopped. Use one `Annealer` per
-    layer. The value for unit `t` is set when that unit begins, and after the
+    layer's non-trainable `anneal_step_<parameter>` variable counts the
+    completed units of that parameter's schedule, so it is saved with the
+    model (`.keras` and checkpoints), a reloaded model resumes its schedule
+    where it stopped, and two `Annealer`s of different parameters of one
+    layer (say `slope` and `threshold` of `clamp`) each keep their own pace.
+    Use one `Annealer` per parameter and layer. When training begins,
+    `start` and `end` are validated against the parameter's kind for each
+    target layer's method (e.g. a `temperature` must stay positive), so an
+    invalid schedule fails before training instead of leaving a layer that
+    cannot be saved and reloaded. The value for unit `t` is set when that unit begins, and after the
     last unit the layer holds the value for `t + 1` (so a model trained for
     `duration` units is saved with `end`).
 
@@ -123,16 +130,38 @@ class Annealer(keras.callbacks.Callback):
                 f"Annealer found no DiffRound layer with a float parameter "
                 f"{self.parameter!r} to anneal."
             )
+        self.validate(targets)
         return targets
+
+    def validate(self, layers: Iterable[DiffRound]) -> None:
+        """Checks `start` and `end` against the parameter's kind for each layer's method.
+
+        Called when training begins; a command line can call it right after
+        building the model, to fail before any training.
+
+        Args:
+            layers: `DiffRound` layers the schedule will set.
+
+        Raises:
+            ValueError: A value the layer would reject (e.g.
+                `temperature=0`), in Keras's message shape.
+        """
+        for layer in layers:
+            # Every value of a linear or cosine schedule lies between start
+            # and end, and a geometric one's between two positive values:
+            # checking the two ends checks them all.
+            for value in (self.start, self.end):
+                registry.check_value(layer.method, self.parameter, value)
 
     def _apply(self) -> None:
         for layer in self.targets:
-            completed = int(keras.ops.convert_to_numpy(layer.anneal_step))
+            completed = int(keras.ops.convert_to_numpy(layer.anneal_steps[self.parameter]))
             layer.parameter_variables[self.parameter].assign(self.value_at(completed))
 
     def _advance(self) -> None:
         for layer in self.targets:
-            layer.anneal_step.assign(layer.anneal_step + 1)
+            counter = layer.anneal_steps[self.parameter]
+            counter.assign(counter + 1)
         self._apply()
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:

@@ -45,6 +45,10 @@ class MethodSpec:
         stochastic: Whether the training forward draws noise (then `forward`
             also takes `seed` and `noise`).
         summary: One line for tables.
+        codes: The values the method's exact forward takes, in code units:
+            "integers" (rounding; inference is `tf.round`), "sign" ({-1, +1}),
+            "binary" ({0, 1}) or "ternary" ({-1, 0, +1}); for the last three
+            inference is the method's own hard forward.
     """
 
     name: str
@@ -52,6 +56,7 @@ class MethodSpec:
     params: tuple[Param, ...] = field(default_factory=tuple)
     stochastic: bool = False
     summary: str = ""
+    codes: str = "integers"
 
     @property
     def float_params(self) -> tuple[str, ...]:
@@ -118,11 +123,65 @@ _SPECS: tuple[MethodSpec, ...] = (
         ops.approx_sign_round,
         summary="round(x), grad 2 - 4|x - floor(x) - 0.5|",
     ),
+    MethodSpec(
+        "stochastic",
+        ops.stochastic_round,
+        stochastic=True,
+        summary="floor(x + u), u ~ U[0, 1), grad 1",
+    ),
+    MethodSpec(
+        "universal",
+        ops.universal_round,
+        stochastic=True,
+        summary="round(x + u) - u, u ~ U(-0.5, 0.5), grad 1",
+    ),
+    MethodSpec(
+        "soft_round_noise",
+        ops.soft_round_noise,
+        (Param("alpha", 5.0, _PF), Param("conditional_mean", True, _B)),
+        stochastic=True,
+        summary="soft_round_conditional_mean(soft_round(x) + u), u ~ U(-0.5, 0.5)",
+    ),
+    MethodSpec(
+        "ste_sign",
+        ops.ste_sign,
+        (Param("clip_value", 1.0, _PF),),
+        summary="sign(x) (sign(0) = +1), grad 1[|x| <= clip_value]",
+        codes="sign",
+    ),
+    MethodSpec(
+        "swish_sign",
+        ops.swish_sign,
+        (Param("beta", 5.0, _PF),),
+        summary="sign(x), grad beta (2 - beta x tanh(beta x / 2)) / (1 + cosh(beta x))",
+        codes="sign",
+    ),
+    MethodSpec(
+        "ste_heaviside",
+        ops.ste_heaviside,
+        (Param("clip_value", 1.0, _PF),),
+        summary="1[x > 0], grad 1[|x| <= clip_value]",
+        codes="binary",
+    ),
+    MethodSpec(
+        "ste_tern",
+        ops.ste_tern,
+        (
+            Param("threshold_value", 0.05, _PF),
+            Param("ternary_weight_networks", False, _B),
+            Param("clip_value", 1.0, _PF),
+        ),
+        summary="-1 / 0 / +1 at thresholds -+t, grad 1[|x| <= clip_value]",
+        codes="ternary",
+    ),
 )
 
 _REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
 
 METHODS: tuple[str, ...] = tuple(_REGISTRY)
+#: The methods whose exact forward rounds to the integers (the rest are the
+#: sign, Heaviside and ternary quantizers).
+ROUNDING_METHODS: tuple[str, ...] = tuple(n for n, s in _REGISTRY.items() if s.codes == "integers")
 
 _EXPECTED = {
     _PF: "a positive float",
@@ -297,6 +356,43 @@ def exact_round(x: Any) -> tf.Tensor:
     return tf.round(x)
 
 
+def exact(x: Any, method: str, **params: Any) -> tf.Tensor:
+    """Inference-time forward of `method`: `exact_round` for the rounding methods.
+
+    The sign, Heaviside and ternary methods return their own hard value
+    (`sign(x)` with `sign(0) = +1`, `1[x > 0]`, the ternary step).
+
+    Args:
+        x: Tensor.
+        method: A name in `METHODS`.
+        **params: The method's parameters (a `seed` is accepted and ignored).
+
+    Returns:
+        A tensor of the shape and float dtype of `x`, no gradient.
+    """
+    spec = get_spec(method)
+    if spec.codes == "integers":
+        return exact_round(x)
+    params, _ = _split_seed(method, params)
+    full = resolve_params(method, params)
+    return _compute_in_float32(lambda t: tf.stop_gradient(spec.forward(t, **full)), x)
+
+
+def check_value(method: str, parameter: str, value: Any) -> None:
+    """Validates one value of a parameter of `method` against its kind.
+
+    Args:
+        method: A name in `METHODS`.
+        parameter: One of its parameters.
+        value: The value to check (a Python number).
+
+    Raises:
+        ValueError: Unknown method or parameter, or a value of the wrong kind
+            (e.g. 0 for a positive float), in Keras's message shape.
+    """
+    resolve_params(method, {parameter: value})
+
+
 class Surrogate:
     """A method bound to parameter values; what `get` returns.
 
@@ -312,9 +408,9 @@ class Surrogate:
         self.params = resolve_params(method, params)
 
     def __call__(self, x: Any, training: bool = True) -> tf.Tensor:
-        """`surrogate(x)` when training, exact `round(x)` otherwise."""
+        """`surrogate(x)` when training, the exact forward (`exact`) otherwise."""
         if not training:
-            return exact_round(x)
+            return exact(x, self.method, **self.params)
         return surrogate(x, self.method, seed=self.seed, **self.params)
 
     def relaxed(self, x: Any) -> tf.Tensor:
@@ -344,8 +440,27 @@ class Surrogate:
         return f"Surrogate({self.method!r}{', ' if args else ''}{args})"
 
 
-# Keys of a Keras layer config that are not surrogate parameters.
-_LAYER_KEYS = frozenset({"name", "trainable", "dtype", "autocast"})
+# Keys of a Keras layer config that are not surrogate parameters (the grid's
+# keys describe where the layer's codes sit, not the method).
+_LAYER_KEYS = frozenset(
+    {
+        "name",
+        "trainable",
+        "dtype",
+        "autocast",
+        "step",
+        "offset",
+        "min_value",
+        "max_value",
+        "bits",
+        "signed",
+        "narrow_range",
+        "return_codes",
+        "axis",
+        "grad_scale",
+        "kernel",
+    }
+)
 
 
 def get(identifier: Any) -> Surrogate:

@@ -13,8 +13,9 @@ place where the seed question needs it:
   rounding -> two base-4 digits (0..3, most significant first) of the label:
   a multi-level integer code, not a binary one.
 
-With ``rounding=None`` a task builds its unrounded float model, the upper
-reference of the benchmark.
+With ``rounding=None`` a task builds its unrounded float model, the float
+reference of the benchmark (trained with the loss that suits it; not an upper
+bound: rounding in the loss can do better).
 """
 
 from __future__ import annotations
@@ -211,7 +212,9 @@ def build(
         export_model = train_model
     # Mean squared error on the rounded output: binary cross-entropy would clip
     # exact 0/1 values (straight-through forwards) and its clip has no gradient.
-    train_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    # The float reference's bits are probabilities: cross-entropy suits them.
+    loss = "binary_crossentropy" if rounding is None and spec.name == DIGIT_BITS.name else "mse"
+    train_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     return TaskModel(
         spec=spec,
         train_model=train_model,

@@ -5,15 +5,23 @@ parameters may be Python numbers or scalar tensors/variables (so a layer can
 pass annealed variables); validation happens in `diffround.registry`.
 """
 
+from diffround.ops.sign import heaviside, sign, ste_heaviside, ste_sign, ste_tern, swish_sign
 from diffround.ops.smooth import (
     clamp_round,
     fourier_round,
     sigmoid_round,
     sine_round,
     soft_round,
+    soft_round_conditional_mean,
     soft_round_inverse,
 )
-from diffround.ops.stochastic import binary_concrete_round, noise_round
+from diffround.ops.stochastic import (
+    binary_concrete_round,
+    noise_round,
+    soft_round_noise,
+    stochastic_round,
+    universal_round,
+)
 from diffround.ops.straight_through import (
     approx_sign_round,
     clipped_ste_round,
@@ -27,11 +35,21 @@ __all__ = [
     "clamp_round",
     "clipped_ste_round",
     "fourier_round",
+    "heaviside",
     "noise_round",
     "sigmoid_round",
+    "sign",
     "sine_round",
     "soft_round",
+    "soft_round_conditional_mean",
     "soft_round_inverse",
+    "soft_round_noise",
+    "ste_heaviside",
     "ste_round",
     "ste_round_custom",
+    "ste_sign",
+    "ste_tern",
+    "stochastic_round",
+    "swish_sign",
+    "universal_round",
 ]

@@ -6,6 +6,7 @@ gradient is the true derivative of that value.
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from diffround.ops.periodic import sin_cos_2pi
@@ -95,11 +96,18 @@ def fourier_round(x: tf.Tensor, terms: int = 4) -> tf.Tensor:
     """Truncated Fourier series of round: `x + (1/pi) sum_n (-1)^n sin(2 pi n x) / n`.
 
     The sum runs over `n = 1..terms` (the sawtooth `round(x) - x` expanded in
-    sines). Derivative: `1 + 2 sum_n (-1)^n cos(2 pi n x)`. At integers the
-    slope is `1 + 2 sum_n (-1)^n`: +1 for even `terms`, -1 for odd `terms` (the
-    gradient then points the wrong way near integers); the default is even for
-    that reason. Away from half-integers the error shrinks like 1/terms; near
-    them the Gibbs overshoot stays. Source: answer 4 of the seed thread.
+    sines). Derivative: `1 + 2 sum_n (-1)^n cos(2 pi n x)`, the Dirichlet
+    kernel shifted by a half: `sin((2N+1) pi (x + 1/2)) / sin(pi (x + 1/2))`
+    for `N = terms`. At integers it is `1 + 2 sum_n (-1)^n`: +1 for even
+    `N`, -1 for odd `N`. Either way the derivative is negative (points the
+    wrong way) on `N/(2N+1)` of every unit interval: its sign changes at
+    `x = k/(2N+1) - 1/2`, so for the default `N = 4` it is negative on 4/9
+    (44%) of each interval, from about 0.056 (1/18) beside each integer on.
+    An even `N` only makes the slope right in a window of half-width
+    `1/(2(2N+1))` around the integers; it does not remove wrong-way
+    gradients near them. Away from half-integers the value's error shrinks
+    like 1/terms; near them the Gibbs overshoot stays. Source: answer 4 of
+    the seed thread.
 
     One polynomial `sin`/`cos` pair of `t = 2 pi x` (`diffround.ops.periodic`)
     gives every term by the angle-addition rotation
@@ -182,7 +190,20 @@ def soft_round_inverse(y: tf.Tensor, alpha: TensorLike = 5.0) -> tf.Tensor:
 
     With `m = floor(y) + 0.5`. `soft_round_inverse(soft_round(x, a), a) == x`
     up to float precision, away from where soft round saturates (large
-    alpha, x near half-integers).
+    alpha, x near half-integers). Derivative:
+    `2 tanh(alpha/2) / (alpha (1 - s^2))`, `s = 2 tanh(alpha/2) (y - m)`;
+    at integers (`|y - m| = 1/2`) that is `sinh(alpha) / alpha` (14.8 for
+    alpha 5), its maximum.
+
+    Numerics. `1 - |s|` is computed as `(1 - 2|d|) + 4|d| sigmoid(-alpha)`,
+    `d = y - m` (from `1 - tanh(alpha/2) = 2 sigmoid(-alpha)`), in log space,
+    not from `s`:
+    at integers `|s| = tanh(alpha/2)` rounds to 1 in float32 from alpha of
+    about 17, where `atanh(s)` is inf and autodiff's derivative was NaN
+    (inf times the clip's zero) or 0. Here `atanh` is
+    `(log1p(|s|) - log(1 - |s|)) / 2` on that accurate `1 - |s|`, and the
+    derivative is the formula above (floored `1 - |s|` keeps it finite where
+    even `sigmoid(-alpha)` underflows, alpha above about 87).
 
     Args:
         y: A soft-rounded tensor.
@@ -195,9 +216,48 @@ def soft_round_inverse(y: tf.Tensor, alpha: TensorLike = 5.0) -> tf.Tensor:
     # Same guard as in soft_round: keep the discarded branch finite.
     alpha_bounded = tf.maximum(alpha, SOFT_ROUND_MIN_ALPHA)
     m = tf.floor(y) + 0.5
-    s = (y - m) * (2.0 * tf.tanh(alpha_bounded / 2.0))
-    r = tf.atanh(s) / alpha_bounded
-    # r lies in [-0.5, 0.5] by definition; when atanh overflows to +-inf
-    # (|s| rounds to 1), the clip keeps the forward value finite.
-    r = tf.clip_by_value(r, -0.5, 0.5)
-    return tf.where(alpha < SOFT_ROUND_MIN_ALPHA, y, m + r)
+    d = y - m
+    abs_d = tf.abs(d)
+    tanh_half = tf.tanh(alpha_bounded / 2.0)
+    abs_s = 2.0 * tanh_half * abs_d
+    # log(1 - |s|) without cancellation (see the docstring), as
+    # logaddexp(log(1 - 2|d|), log(4|d|) - softplus(alpha)): finite at
+    # integers (1 - 2|d| = 0) even where sigmoid(-alpha) underflows.
+    log_a = tf.math.log(1.0 - 2.0 * abs_d)
+    log_b = tf.math.log(4.0 * abs_d) - tf.math.softplus(alpha_bounded)
+    high, low = tf.maximum(log_a, log_b), tf.minimum(log_a, log_b)
+    log_one_minus = high + tf.math.log1p(tf.exp(low - high))
+    atanh_abs = 0.5 * (tf.math.log1p(abs_s) - log_one_minus)
+    # r lies in [-0.5, 0.5] by definition; the clip removes float excess.
+    r = tf.clip_by_value(tf.sign(d) * atanh_abs / alpha_bounded, -0.5, 0.5)
+    # Floored at the smallest normal float: the slope, sinh(alpha)/alpha at
+    # integers, stays finite where it would overflow (alpha above ~89).
+    one_minus = tf.maximum(tf.exp(log_one_minus), tf.constant(_tiny(y.dtype), y.dtype))
+    slope = 2.0 * tanh_half / (alpha_bounded * one_minus * (1.0 + abs_s))
+    inverse = _with_slope(m + r, slope, y)
+    # Below the threshold soft round is the identity; so is its inverse.
+    return tf.where(alpha < SOFT_ROUND_MIN_ALPHA, y, inverse)
+
+
+def soft_round_conditional_mean(y: tf.Tensor, alpha: TensorLike = 5.0) -> tf.Tensor:
+    """`E[X | soft_round(X, alpha) + U = y]`: `soft_round_inverse(y - 1/2, alpha) + 1/2`.
+
+    `U ~ U(-1/2, 1/2)` and `X` uniform on the unit interval around `y`. The
+    decoder-side estimate of Agustsson & Theis, "Universally Quantized Neural
+    Compression" (2020, arXiv 2006.09952, Sec. 4.1); tensorflow-compression's
+    `round_ops.soft_round_conditional_mean`. Derivative: that of
+    `soft_round_inverse` at `y - 1/2`, `sinh(alpha) / alpha` at half-integers.
+
+    Args:
+        y: Noisy soft-rounded values.
+        alpha: Sharpness (positive float, default 5.0).
+
+    Returns:
+        The conditional mean, same shape and dtype as `y`.
+    """
+    return soft_round_inverse(y - 0.5, alpha) + 0.5
+
+
+def _tiny(dtype: tf.DType) -> float:
+    """Smallest positive normal number of a float dtype."""
+    return float(np.finfo(dtype.as_numpy_dtype).tiny)

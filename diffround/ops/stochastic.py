@@ -19,6 +19,7 @@ import numbers
 import keras
 import tensorflow as tf
 
+from diffround.ops.smooth import soft_round, soft_round_conditional_mean
 from diffround.ops.straight_through import straight_through as hard_with_gradient_of
 
 TensorLike = tf.Tensor | tf.Variable | float
@@ -122,3 +123,90 @@ def binary_concrete_round(
         return y
     hard = tf.cast(y > 0.5, x.dtype)
     return hard_with_gradient_of(hard, y)
+
+
+def stochastic_round(x: tf.Tensor, seed: Seed = None, noise: bool = True) -> tf.Tensor:
+    """Stochastic rounding: value `floor(x + u)`, `u ~ U[0, 1)`; derivative 1 (straight through).
+
+    Rounds up with probability `x - floor(x)`, so `E[floor(x + u)] = x`
+    (unbiased) and every value is an integer. Gupta et al., "Deep Learning
+    with Limited Numerical Precision" (2015, arXiv 1502.02551). With
+    `noise=False` (the deterministic relaxed form) it is `round(x)` (half to
+    even) with derivative 1, i.e. `ste`.
+
+    Args:
+        x: Pre-round tensor.
+        seed: Seed for the noise (see module docstring).
+        noise: Draw `u` (True) or round deterministically (False).
+
+    Returns:
+        The stochastically rounded tensor, with gradient 1.
+    """
+    if not noise:
+        return hard_with_gradient_of(tf.round(x), x)
+    u = _uniform(tf.shape(x), 0.0, 1.0, x.dtype, seed)
+    return hard_with_gradient_of(tf.floor(x + u), x)
+
+
+def universal_round(x: tf.Tensor, seed: Seed = None, noise: bool = True) -> tf.Tensor:
+    """Universal quantization: value `round(x + u) - u`, `u ~ U(-1/2, 1/2)`; derivative 1.
+
+    Rounding with a random offset shared by encoder and decoder: the error
+    `round(x + u) - u - x` is uniform on (-1/2, 1/2) and independent of `x`
+    (Ziv, 1985), the same distribution as the training noise of `noise`,
+    but here the forward is an actual (dithered) quantization. The gradient
+    passes straight through. Agustsson & Theis, "Universally Quantized
+    Neural Compression" (2020, arXiv 2006.09952); tensorflow-compression's
+    `UniversalBatchedEntropyModel`. With `noise=False` (`u = 0`) it is
+    `round(x)` with derivative 1.
+
+    Args:
+        x: Pre-round tensor.
+        seed: Seed for the dither (see module docstring).
+        noise: Draw the dither (True) or fix it at its mean 0 (False).
+
+    Returns:
+        The dithered quantization of `x`, with gradient 1.
+    """
+    if not noise:
+        return hard_with_gradient_of(tf.round(x), x)
+    u = _uniform(tf.shape(x), -0.5, 0.5, x.dtype, seed)
+    return hard_with_gradient_of(tf.round(x + u) - u, x)
+
+
+def soft_round_noise(
+    x: tf.Tensor,
+    alpha: TensorLike = 5.0,
+    conditional_mean: bool = True,
+    seed: Seed = None,
+    noise: bool = True,
+) -> tf.Tensor:
+    """Soft round plus uniform noise: `r(soft_round(x, alpha) + u)`, `u ~ U(-1/2, 1/2)`.
+
+    `r` is `soft_round_conditional_mean` (default) or the identity
+    (`conditional_mean=False`). Agustsson & Theis, "Universally Quantized
+    Neural Compression" (2020, arXiv 2006.09952, Sec. 4.1), as
+    tensorflow-compression trains with it: as alpha grows the training
+    output tends to `round(x)` and the noise models the quantization error.
+    Derivative: `r'(soft_round(x) + u) * soft_round'(x)`, every factor from
+    `diffround.ops.smooth`. With `noise=False` (`u = 0`) it is the
+    deterministic `r(soft_round(x, alpha))`.
+
+    Args:
+        x: Pre-round tensor.
+        alpha: Sharpness of both soft round and the conditional mean
+            (positive float, default 5.0).
+        conditional_mean: Apply `soft_round_conditional_mean` after the
+            noise (True, default) or return the noisy value (False).
+        seed: Seed for the noise (see module docstring).
+        noise: Draw noise (True) or fix it at its mean 0 (False).
+
+    Returns:
+        The noisy soft-rounded tensor.
+    """
+    y = soft_round(x, alpha)
+    if noise:
+        y = y + _uniform(tf.shape(x), -0.5, 0.5, x.dtype, seed)
+    if not conditional_mean:
+        return y
+    return soft_round_conditional_mean(y, alpha)

@@ -76,6 +76,59 @@ def approx_sign(x):
     return np.round(x), 2.0 - 4.0 * np.abs(r)
 
 
+def stochastic(x):
+    """Noise at its mean is not the relaxed form here: u is dropped, round with slope 1."""
+    return np.round(x), np.ones_like(x)
+
+
+def _soft_round_inverse(y, alpha):
+    """tensorflow-compression's formula, float64, with its derivative 2t / (alpha (1 - s^2))."""
+    if alpha < 1e-3:
+        return y.copy(), np.ones_like(y)
+    m = np.floor(y) + 0.5
+    t = np.tanh(alpha / 2.0)
+    s = 2.0 * t * (y - m)
+    with np.errstate(divide="ignore"):
+        r = np.clip(np.arctanh(s) / alpha, -0.5, 0.5)
+        grad = 2.0 * t / (alpha * (1.0 - s * s))
+    return m + r, grad
+
+
+def soft_round_noise(x, alpha=5.0, conditional_mean=True):
+    y, dy = soft_round(x, alpha)
+    if not conditional_mean:
+        return y, dy
+    value, dr = _soft_round_inverse(y - 0.5, alpha)
+    return value + 0.5, dr * dy
+
+
+def larq_sign(x):
+    """larq.math.sign: sign(sign(x) + 0.1), so sign(0) = +1."""
+    return np.sign(np.sign(x) + 0.1)
+
+
+def ste_sign(x, clip_value=1.0):
+    return larq_sign(x), (np.abs(x) <= clip_value).astype(np.float64)
+
+
+def swish_sign(x, beta=5.0):
+    bx = beta * x
+    with np.errstate(over="ignore"):
+        grad = beta * (2.0 - bx * np.tanh(bx * 0.5)) / (1.0 + np.cosh(bx))
+    return larq_sign(x), grad
+
+
+def ste_heaviside(x, clip_value=1.0):
+    """larq.math.heaviside: sign(relu(x))."""
+    return np.sign(np.maximum(x, 0.0)), (np.abs(x) <= clip_value).astype(np.float64)
+
+
+def ste_tern(x, threshold_value=0.05, ternary_weight_networks=False, clip_value=1.0):
+    t = 0.7 * np.mean(np.abs(x)) if ternary_weight_networks else threshold_value
+    value = np.sign(np.sign(x + t) + np.sign(x - t))
+    return value, (np.abs(x) <= clip_value).astype(np.float64)
+
+
 REFERENCES = {
     "sine": sine,
     "clamp": clamp,
@@ -88,7 +141,28 @@ REFERENCES = {
     "binary_concrete": binary_concrete,
     "clipped_ste": clipped_ste,
     "approx_sign": approx_sign,
+    "stochastic": stochastic,
+    "universal": stochastic,
+    "soft_round_noise": soft_round_noise,
+    "ste_sign": ste_sign,
+    "swish_sign": swish_sign,
+    "ste_heaviside": ste_heaviside,
+    "ste_tern": ste_tern,
 }
+
+#: Methods whose exact values are integers (the others: sign, Heaviside, ternary).
+SIGN_FAMILY = ("ste_sign", "swish_sign", "ste_heaviside", "ste_tern")
+
+
+def exact(method, x, **params):
+    """Inference value: round half to even, or the sign family's hard value."""
+    if method in SIGN_FAMILY:
+        return REFERENCES[method](np.asarray(x, np.float64), **params)[0]
+    return np.round(x)
+
+
+#: Methods that draw noise in training.
+STOCHASTIC = ("noise", "binary_concrete", "stochastic", "universal", "soft_round_noise")
 
 # Every method at several parameter values, extreme ones included.
 CASES = [
@@ -121,6 +195,24 @@ CASES = [
     ("clipped_ste", {"clip": 0.25}),
     ("clipped_ste", {"clip": 1e-3, "center": 0.0}),
     ("approx_sign", {}),
+    ("stochastic", {}),
+    ("universal", {}),
+    ("soft_round_noise", {}),
+    ("soft_round_noise", {"alpha": 1e-4}),
+    ("soft_round_noise", {"alpha": 0.5}),
+    ("soft_round_noise", {"alpha": 15.0}),
+    ("soft_round_noise", {"alpha": 5.0, "conditional_mean": False}),
+    ("ste_sign", {}),
+    ("ste_sign", {"clip_value": 0.25}),
+    ("ste_sign", {"clip_value": 1e3}),
+    ("swish_sign", {}),
+    ("swish_sign", {"beta": 0.1}),
+    ("swish_sign", {"beta": 50.0}),
+    ("ste_heaviside", {}),
+    ("ste_heaviside", {"clip_value": 0.5}),
+    ("ste_tern", {}),
+    ("ste_tern", {"threshold_value": 0.5, "clip_value": 1.5}),
+    ("ste_tern", {"ternary_weight_networks": True}),
 ]
 
 

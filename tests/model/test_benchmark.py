@@ -4,14 +4,17 @@ import numpy as np
 import pytest
 
 import diffround
-from model import benchmark, benchmark_report
+from model import benchmark, benchmark_report, tasks
+from model.data import VALIDATION_SHARE, load_split
 
 
 def test_variants_cover_every_method_the_reference_and_the_seed_constants():
     rows = benchmark.variants()
     labels = [row.label for row in rows]
     assert len(set(labels)) == len(labels)
-    assert {row.method for row in rows if row.kind == "method"} == set(diffround.METHODS)
+    assert {row.method for row in rows if row.kind == "method"} == set(benchmark.ZERO_ONE_METHODS)
+    assert set(benchmark.ZERO_ONE_METHODS) <= set(diffround.ROUNDING_METHODS)
+    assert "upper reference" not in rows[0].note
     assert rows[0].method is None and rows[0].kind == "reference"
     seed_rows = {row.method: row.params for row in rows if row.kind == "seed"}
     assert seed_rows["clamp"] == {"threshold": 0.499, "slope": 1e4}
@@ -38,6 +41,8 @@ def test_tiny_benchmark_writes_table_and_plot(tmp_path):
     rows = [row for row in benchmark.variants() if row.label in ("float (no rounding)", "ste")]
     records = benchmark.run(rows, ["digit-bits", "digit-hash"], seeds=[0, 1], epochs=1)
     assert len(records) == 2 * 2 * 2
+    assert all("validation_exact_match" in r for r in records if r["task"] == "digit-bits")
+    assert all("validation_reconstruction_mse" in r for r in records if r["task"] == "digit-hash")
     assert all(r["initial_dead_gradient_share"] == 0.0 for r in records if r["variant"] == "ste")
     ste_bits = [r for r in records if r["variant"] == "ste" and r["task"] == "digit-bits"]
     assert all(0.0 <= r["exact_match"] <= 1.0 for r in ste_bits)
@@ -89,3 +94,34 @@ def test_digit_levels_is_benchmarked_with_its_own_columns(tmp_path):
     assert "## digit-levels" in text and "digit accuracy" in text
     (line,) = [line for line in text.splitlines() if line.startswith("| `ste` |")]
     assert f"{100 * record['level_accuracy']:.1f}" in line
+
+
+def test_best_row_is_chosen_on_validation_and_held_out_is_only_reported():
+    rows = [row for row in benchmark.variants() if row.label in ("sine", "ste")]
+    records = [
+        # sine: better held-out, worse validation; ste: the reverse.
+        {"task": "digit-bits", "variant": "sine", "exact_match": 0.99,
+         "validation_exact_match": 0.80},
+        {"task": "digit-bits", "variant": "ste", "exact_match": 0.90,
+         "validation_exact_match": 0.85},
+    ]  # fmt: skip
+    row, validation, held_out = benchmark_report.best_row(records, rows, "digit-bits")
+    assert (row.label, validation, held_out) == ("ste", 0.85, 0.90)
+
+
+def test_validation_rows_come_from_the_training_rows_and_held_out_is_unchanged():
+    plain = load_split()
+    split = load_split(validation_share=VALIDATION_SHARE)
+    np.testing.assert_array_equal(split.x_test, plain.x_test)
+    assert len(split.y_train) + len(split.y_val) == len(plain.y_train)
+    train_rows = {row.tobytes() for row in split.x_train}
+    assert not any(row.tobytes() in train_rows for row in split.x_val if row.any())
+    np.testing.assert_array_equal(split.validation().x_test, split.x_val)
+
+
+def test_float_reference_of_digit_bits_trains_with_cross_entropy():
+    reference = tasks.build(tasks.DIGIT_BITS, None)
+    assert reference.train_model.loss == "binary_crossentropy"
+    rounded = tasks.build(tasks.DIGIT_BITS, diffround.DiffRound("ste"))
+    assert rounded.train_model.loss == "mse"
+    assert tasks.build(tasks.DIGIT_HASH, None).train_model.loss == "mse"
