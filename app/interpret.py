@@ -11,9 +11,9 @@ DEAD_BELOW = 1e-6
 def decode_outputs(outputs: dict[str, np.ndarray], decoding: Any) -> list[int | None] | None:
     """Decode a rounded output's code into class ids, as the metadata's `decoding` says.
 
-    Kinds: `binary_msb_first` (bits, most significant first) and `positional`
-    (digits in `base`, most significant first); `output` names the output
-    (default: the first one), `classes` bounds the valid ids.
+    Kinds: `binary_msb_first` (bits, most significant first) and
+    `base_msb_first` (digits in `base`, most significant first); `output`
+    names the output (default: the first one), `classes` bounds the valid ids.
 
     Args:
         outputs: The hard outputs by name.
@@ -25,7 +25,7 @@ def decode_outputs(outputs: dict[str, np.ndarray], decoding: Any) -> list[int | 
     """
     if not isinstance(decoding, dict):
         return None
-    kinds = {"binary_msb_first": 2, "positional": decoding.get("base")}
+    kinds = {"binary_msb_first": 2, "base_msb_first": decoding.get("base")}
     base = kinds.get(decoding.get("kind"))
     if type(base) is not int or base < 2 or not outputs:
         return None

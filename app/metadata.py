@@ -9,7 +9,6 @@ the file against the signatures, and builds warm-up inputs; it never imports
 TensorFlow.
 """
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,27 +27,33 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[\w.~-]+/)+[\w.~-]*")
 
 @dataclass(frozen=True, slots=True)
 class Grid:
-    """Values `step * k + offset`, optionally clipped to `[low, high]`."""
+    """Values `step * k + offset`, optionally clipped to `[low, high]`.
 
-    step: float
-    offset: float
-    low: float | None
-    high: float | None
+    Each bound is a number, or (a per-channel grid, e.g. a learned step per
+    channel) an array broadcast along the output's last axis.
+    """
+
+    step: np.ndarray
+    offset: np.ndarray
+    low: np.ndarray | None
+    high: np.ndarray | None
 
     @property
     def integral(self) -> bool:
         """Whether every grid value is an integer (then JSON answers show integers)."""
-        return float(self.step).is_integer() and float(self.offset).is_integer()
+        return bool(np.all(np.mod(self.step, 1) == 0) and np.all(np.mod(self.offset, 1) == 0))
 
     def off_grid(self, values: np.ndarray) -> np.ndarray:
         """A mask of the values that are not grid points (or are outside the clip range)."""
-        k = (values.astype(np.float64) - self.offset) / self.step
-        tolerance = 1e-4 * max(1.0, float(np.max(np.abs(k), initial=0.0)))
-        bad = np.abs(k - np.round(k)) > tolerance
-        if self.low is not None:
-            bad |= values < self.low - 1e-6 * abs(self.step)
-        if self.high is not None:
-            bad |= values > self.high + 1e-6 * abs(self.step)
+        with np.errstate(invalid="ignore", over="ignore"):
+            k = (values.astype(np.float64) - self.offset) / self.step
+            tolerance = 1e-4 * np.maximum(1.0, np.abs(k))
+            bad = np.abs(k - np.round(k)) > tolerance
+            slack = 1e-6 * np.abs(self.step)
+            if self.low is not None:
+                bad |= values < self.low - slack
+            if self.high is not None:
+                bad |= values > self.high + slack
         return bad | ~np.isfinite(values)
 
 
@@ -115,18 +120,25 @@ def without_paths(value: Any) -> Any:
     return root[0]
 
 
+def _grid_value(value: Any, where: str, key: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidModel(f"its metadata grid of {where} has a non-numeric '{key}'") from None
+    if array.ndim > 1 or not np.isfinite(array).all():
+        raise InvalidModel(f"its metadata grid of {where} needs finite numbers for '{key}'")
+    return array
+
+
 def _grid(value: Any, where: str) -> Grid:
     if not isinstance(value, dict):
         raise InvalidModel(f"its metadata grid of {where} is not an object")
-    try:
-        step = float(value.get("step", 1.0))
-        offset = float(value.get("offset", 0.0))
-        low = None if value.get("min") is None else float(value["min"])
-        high = None if value.get("max") is None else float(value["max"])
-    except (TypeError, ValueError):
-        raise InvalidModel(f"its metadata grid of {where} has a non-numeric value") from None
-    if not (math.isfinite(step) and step > 0 and math.isfinite(offset)):
-        raise InvalidModel(f"its metadata grid of {where} needs a finite step > 0")
+    step = _grid_value(value.get("step", 1.0), where, "step")
+    offset = _grid_value(value.get("offset", 0.0), where, "offset")
+    low = None if value.get("min") is None else _grid_value(value["min"], where, "min")
+    high = None if value.get("max") is None else _grid_value(value["max"], where, "max")
+    if not (step > 0).all():
+        raise InvalidModel(f"its metadata grid of {where} needs a step > 0")
     return Grid(step, offset, low, high)
 
 
