@@ -24,7 +24,6 @@ from app.codecs.common import (
     require_object,
     row_inputs,
 )
-from app.codecs.native import hard_outputs
 from app.dataplane import DataPlane, InferenceRequest
 from app.errors import InvalidInput, ModelNotFound
 from app.repository import ModelRepository
@@ -63,7 +62,8 @@ async def predict(plane: DataPlane, body: bytes, name: str, version: int | None)
             strict_types=may_hold_booleans(body),
         )
     )
-    outputs = _json_outputs(served, result.signature, result.outputs)
+    # Values as their dtype writes them (TF Serving answers a float32 0 as 0.0).
+    outputs = {key: json_value(value) for key, value in result.outputs.items()}
     if not has_instances:
         value: Any = next(iter(outputs.values())) if len(outputs) == 1 else outputs
         return Encoded(dumps({"outputs": value}))
@@ -78,12 +78,6 @@ async def predict(plane: DataPlane, body: bytes, name: str, version: int | None)
     count = rows.pop()
     predictions = [{key: value[i] for key, value in outputs.items()} for i in range(count)]
     return Encoded(dumps({"predictions": predictions}))
-
-
-def _json_outputs(served: ServedVersion, signature: str, outputs: dict[str, Any]) -> dict[str, Any]:
-    if signature == served.predictor.default_signature:
-        return hard_outputs(served, outputs)
-    return {key: json_value(value) for key, value in outputs.items()}
 
 
 def status(repository: ModelRepository, name: str, version: int | None) -> Encoded:

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from app.codecs.common import Encoded, dumps, json_value, may_hold_booleans, require_object
-from app.codecs.native import hard_outputs
 from app.dataplane import DataPlane, InferenceRequest
 from app.errors import InvalidInput, ModelNotReady
 from app.main_version import VERSION
@@ -261,16 +260,11 @@ async def infer(
     inputs = {key: _shaped(key, value, runner, plane) for key, value in inputs.items()}
     strict_types = may_hold_booleans(header)
     arrays: dict[str, np.ndarray] = {}
-    values: dict[str, Any] = {}
     for signature_name, outputs in plan.items():
         result = await plane.infer(
             InferenceRequest(name, version, signature_name, inputs, outputs, strict_types)
         )
         arrays.update(result.outputs)
-        if signature_name == served.predictor.default_signature:
-            values.update(hard_outputs(served, result.outputs))
-        else:
-            values.update(result.outputs)
     if not requested:
         requested = [(out, binary_all) for out in arrays]
     response: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
@@ -291,12 +285,7 @@ async def infer(
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            value = values[out_name]
-            tensor["data"] = (
-                json_value(array.reshape(-1))
-                if not isinstance(value, np.ndarray)
-                else value.reshape(-1)
-            )
+            tensor["data"] = json_value(array.reshape(-1))
         described.append(tensor)
     response["outputs"] = described
     if not chunks:
