@@ -130,10 +130,11 @@ class WithGradient(tf.Module):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, object]]:
-    """Every hand-built SavedModel, saved and loaded back: `{name: (path, loaded)}`."""
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Every hand-built SavedModel, saved and loaded back: `{name: (path, loaded)}`
+    (the Keras one also with its weights)."""
     root = tmp_path_factory.mktemp("runtimes")
-    keras_path, _ = _keras_model(root / "keras")
+    keras_path, weights = _keras_model(root / "keras")
     multi = MultiInput()
     tf.saved_model.save(multi, str(root / "multi"), signatures={"serving_default": multi.__call__})
     grad = WithGradient()
@@ -145,7 +146,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, obje
         "grad": root / "grad",
         "hpt": root / "hpt",
     }
-    return {name: (str(p), tf.saved_model.load(str(p))) for name, p in paths.items()}
+    out = {name: (str(p), tf.saved_model.load(str(p))) for name, p in paths.items()}
+    out["keras"] = (*out["keras"], weights)
+    return out
 
 
 # --- runners ------------------------------------------------------------------------------
@@ -244,14 +247,18 @@ def test_half_plus_two_tf1_model_on_tflite(built):
 
 
 def test_keras_export_on_tflite_matches_savedmodel(built):
-    path, loaded = built["keras"]
+    path, loaded, weights = built["keras"]
     rng = np.random.default_rng(3)
-    probes = [{"features": rng.integers(-4, 5, (1, 6)).astype(np.float32)} for _ in range(3)]
+    probes = [{"features": rng.normal(size=(1, 6)).astype(np.float32)} for _ in range(3)]
     key = "serve"
     reference = SavedModelRunner(loaded, key)
     (name,) = reference.inputs
     probes = [{name: p["features"]} for p in probes]
     runner, reason = choose_runner(path, loaded, key, probes)
+    w1, b1, w2, b2 = weights
+    x = np.concatenate([p[name] for p in probes])
+    want = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    np.testing.assert_allclose(runner({name: x})[next(iter(reference.outputs))], want, rtol=1e-5)
     if isinstance(runner, TFLiteRunner):
         for label, inputs in runtimes.probe_batches(probes, reference.inputs):
             assert _bits_equal(runner(inputs), reference(inputs)), label
