@@ -2,6 +2,8 @@
 
 Parts (all by default; pick with --only / --skip):
   limit       the SavedModel in-process: batch 1 / 64 / 1024, and JSON decode + call
+  runtimes    the model runtime in-process: SavedModel vs TFLite runner at 1 / 64 rows
+              (app.runtimes.choose_runner's pick and reason; answers checked equal)
   http        wrk against the service, the trivial endpoint, the naive server and KServe
               (1-row /predict at 1/8/32/128 connections, 1024-row requests, /grad 1 and 64),
               plus a py-spy profile of the service at 32 connections
@@ -28,7 +30,7 @@ from pathlib import Path
 from bench import coldstart, http_load, machine, report, servers
 from bench.common import CACHE_DIR, PYTHON, REPO_ROOT, SERVER_CPU, base_env, run_json
 
-PARTS = ("limit", "http", "peer", "workers2", "cold", "surrogates")
+PARTS = ("limit", "runtimes", "http", "peer", "workers2", "cold", "surrogates")
 TRAIN_COMMAND = "make default-model"
 
 
@@ -117,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         _log("bench: the limit (in-process, pinned to the server core)")
         results["limit"] = run_json(
             [PYTHON, "-m", "bench.inprocess", str(model_dir), "--seconds", str(seconds / 2 + 0.5)],
+            SERVER_CPU,
+            600,
+            base_env(),
+        )
+    if "runtimes" in parts:
+        _log("bench: the model runtime, SavedModel vs TFLite (in-process, server core)")
+        results["runtimes"] = run_json(
+            [PYTHON, "-m", "bench.runtimes", str(model_dir), "--seconds", str(seconds / 2 + 0.5)],
             SERVER_CPU,
             600,
             base_env(),

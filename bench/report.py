@@ -92,6 +92,22 @@ def targets(results: dict) -> list[dict[str, Any]]:
                 "" if p99 <= 25 else f"{p99 - 25:.1f} ms over",
             )
         )
+    runtime = results.get("runtimes") or {}
+    if runtime.get("tflite_b1_us") or runtime.get("savedmodel_b1_us"):
+        served = runtime.get(f"{runtime['chosen']}_b1_us")
+        equal = runtime.get("equal_b1", False) and runtime.get("equal_b64", False)
+        ok = served is not None and served <= 20.0 and (runtime["chosen"] != "tflite" or equal)
+        out.append(
+            _target(
+                "in-process model call, 1 row (us, runtime chosen at load; identical answers)",
+                f"{served:.1f} us ({runtime['chosen']}; SavedModel "
+                f"{runtime['savedmodel_b1_us']:.0f} us; identical: {'yes' if equal else 'NO'})",
+                served / 20.0,
+                "<= 1.0",
+                ok,
+                "" if ok else f"{served / 20.0:.1f}x over or answers differ",
+            )
+        )
     limit = results.get("limit") or {}
     big = find(loads, "service", "/predict", 1024, 4)
     if big and limit.get("json_call_b1024_rows_per_s"):
@@ -293,6 +309,33 @@ def render(results: dict, command: str, previous: str | None) -> str:
                 rows_n = 1 if key == "grad_b1" else 64
                 out.append(f"| {label} | {calls:,.0f} | {calls * rows_n:,.0f} |")
         out.append("")
+    runtime = results.get("runtimes") or {}
+    if runtime:
+        out += [
+            "## The model runtime: SavedModel vs TFLite in-process (one core, 1/1 threads)",
+            "",
+            "One runner call of `serving_default` (`app/runtimes.py`: NumPy in, NumPy out, input "
+            "checks included), the same rows through each runtime.",
+            "",
+            "| rows | SavedModel us/call | TFLite us/call | speed-up | same bytes |",
+            "|---|---|---|---|---|",
+        ]
+        for batch in (1, 64):
+            saved = runtime.get(f"savedmodel_b{batch}_us")
+            lite = runtime.get(f"tflite_b{batch}_us")
+            same = runtime.get(f"equal_b{batch}")
+            out.append(
+                f"| {batch} | {'-' if saved is None else f'{saved:,.1f}'} | "
+                f"{'-' if lite is None else f'{lite:,.1f}'} | "
+                f"{f'{saved / lite:.0f}x' if saved and lite else '-'} | "
+                f"{'-' if same is None else 'yes' if same else '**no**'} |"
+            )
+        out += [
+            "",
+            f"Chosen at load: **{runtime.get('chosen')}** in {runtime.get('choose_s')} s: "
+            f"{runtime.get('reason')}.",
+            "",
+        ]
     if loads:
         per_call = http.get("requests_per_model_call") or {}
         out += [
