@@ -29,13 +29,16 @@ is bit-identical wins.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -297,6 +300,100 @@ def convert_concrete_function(function: Any, loaded: Any) -> bytes:
     return converter.convert()
 
 
+class ConversionCache:
+    """Conversions of one signature kept on disk: `<digest>-<converter>.tflite`, or `.failed`
+    holding the converter's one-line message.
+
+    The digest covers the SavedModel's `fingerprint.pb` (its checksums of the graph and
+    the variables; `saved_model.pb` and `variables/variables.index` where there is none),
+    the signature key and the TensorFlow version, so a new model version, a retrained
+    model or another TensorFlow converts afresh. Unreadable or unwritable cache
+    files are ignored (logged): the cache only saves time.
+
+    Args:
+        root: The cache directory (created when needed).
+        path: The SavedModel's directory.
+        key: The signature key.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], path: str, key: str) -> None:
+        self.root = Path(root)
+        digest = hashlib.sha256(f"{key}\0{tf.__version__}\0".encode())
+        saved = Path(path)
+        fingerprint = saved / "fingerprint.pb"
+        for part in (
+            [fingerprint]
+            if fingerprint.is_file()
+            else [saved / "saved_model.pb", saved / "variables" / "variables.index"]
+        ):
+            try:
+                digest.update(part.read_bytes())
+            except OSError:
+                digest.update(b"missing")
+        self.digest = digest.hexdigest()[:32]
+
+    def _file(self, label: str, suffix: str) -> Path:
+        return self.root / f"{self.digest}-{label}.{suffix}"
+
+    def get(self, label: str) -> tuple[bytes | None, str | None]:
+        """`(flatbuffer, None)`, `(None, failure message)`, or `(None, None)` when not cached."""
+        try:
+            if self._file(label, "tflite").is_file():
+                return self._file(label, "tflite").read_bytes(), None
+            if self._file(label, "failed").is_file():
+                return None, self._file(label, "failed").read_text()
+        except OSError as exc:
+            logger.warning("conversion cache unreadable (%s); converting", exc)
+        return None, None
+
+    def put(self, label: str, content: bytes | None, message: str | None) -> None:
+        """Store a flatbuffer or a failure message (atomically: write, then rename)."""
+        target = self._file(label, "tflite" if content is not None else "failed")
+        data = content if content is not None else (message or "").encode()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+            partial.write_bytes(data)
+            os.replace(partial, target)
+        except OSError as exc:
+            logger.warning("conversion cache not written (%s)", exc)
+
+
+def example_probes(
+    examples: Sequence[dict[str, Any]], specs: dict[str, TensorSpec]
+) -> list[dict[str, np.ndarray]]:
+    """Probe inputs from a metadata file's examples (one row each, no batch dimension).
+
+    Accepts both metadata formats: `{"inputs": {name: value}}` (v2, one entry per
+    input) and `{"inputs": value}` (v1, a single-input signature). Examples that
+    do not fit the specs (a missing input, a shape that does not fit) are left out.
+
+    Args:
+        examples: The metadata's `examples` list.
+        specs: The signature's input specs.
+
+    Returns:
+        One probe per usable example, each `{name: array}` with a batch dimension of 1.
+    """
+    probes = []
+    for example in examples:
+        values = example.get("inputs")
+        if not isinstance(values, dict):
+            if len(specs) != 1:
+                continue
+            values = {next(iter(specs)): values}
+        try:
+            probe = {
+                name: np.asarray(values[name], dtype=spec.dtype)[None]
+                for name, spec in specs.items()
+            }
+            check_inputs(specs, probe)
+        except (KeyError, TypeError, ValueError):
+            continue
+        probes.append(probe)
+    return probes
+
+
 # --- proving equality ---------------------------------------------------------------------
 
 
@@ -430,6 +527,8 @@ def choose_runner(
     key: str,
     probe_inputs: Sequence[dict[str, np.ndarray]],
     mode: Mode = "auto",
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[SignatureRunner, str]:
     """The runner that serves signature `key` of one model version, and why.
 
@@ -454,6 +553,10 @@ def choose_runner(
             with a batch dimension (one or more rows), e.g. the metadata's examples
             and the warm-up inputs. With none, `auto` keeps the SavedModel.
         mode: "auto" (default), "tflite" or "savedmodel".
+        cache_dir: Where to keep conversions (flatbuffers and failures) across
+            restarts, keyed by the SavedModel's fingerprint, the key and the
+            TensorFlow version (`ConversionCache`); None (default) converts every
+            time. A conversion costs 0.3-3 s; the proof of equality always reruns.
 
     Returns:
         `(runner, reason)`: the reason is one human sentence naming the runtime,
@@ -480,13 +583,19 @@ def choose_runner(
     calls = probe_batches(probe_inputs, reference.inputs)
     started = time.perf_counter()
     attempts: list[_Attempt] = []
+    cache = ConversionCache(cache_dir, path, key) if cache_dir else None
     for label, convert in _candidates(path, loaded, key, reference):
-        try:
-            content = convert()
-        except Exception as exc:  # any failure means: not this one
-            message = _converter_message(exc)
+        content, message = cache.get(label) if cache else (None, None)
+        if content is None and message is None:
+            try:
+                content = convert()
+            except Exception as exc:  # any failure means: not this one
+                message = _converter_message(exc)
+            if cache:
+                cache.put(label, content, message)
+        if content is None:
             attempts.append(_Attempt(label, problem=f"conversion failed: {message}"))
-            if message.startswith(UNSUPPORTED):
+            if message and message.startswith(UNSUPPORTED):
                 break  # the same graph through the other converter lacks the same ops
             continue
         for xnnpack in (True, False):

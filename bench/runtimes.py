@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from app.runtimes import SavedModelRunner, TFLiteRunner, choose_runner
+from app.runtimes import SavedModelRunner, TFLiteRunner, choose_runner, example_probes
 from bench.inprocess import _rate
 
 KEY = "serving_default"
@@ -25,18 +25,16 @@ BATCHES = (1, 64)
 
 def _probes(model_dir: str, runner: SavedModelRunner) -> list[dict[str, np.ndarray]]:
     """One 1-row probe per metadata example (random grey levels when there are none)."""
-    metadata_path = f"{model_dir}/assets.extra/diffround.json"
     try:
-        with open(metadata_path) as handle:
+        with open(f"{model_dir}/assets.extra/diffround.json") as handle:
             examples = json.load(handle).get("examples") or []
     except OSError:
         examples = []
-    (name,) = runner.inputs
-    dtype = runner.inputs[name].dtype
-    probes = [{name: np.asarray([e["inputs"]], dtype)} for e in examples if "inputs" in e]
+    probes = example_probes(examples, runner.inputs)
     if not probes:
+        (name,) = runner.inputs
         rows = np.random.default_rng(0).integers(0, 17, size=(8, 64))
-        probes = [{name: rows[i : i + 1].astype(dtype)} for i in range(len(rows))]
+        probes = [{name: rows[i : i + 1].astype(runner.inputs[name].dtype)} for i in range(8)]
     return probes
 
 

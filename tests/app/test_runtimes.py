@@ -317,6 +317,49 @@ def test_modes(built):
         choose_runner(path, loaded, "nope", probe)
 
 
+def test_conversion_cache_keeps_flatbuffers_and_failures(built, tmp_path, monkeypatch):
+    hpt_path, hpt = built["hpt"]
+    grad_path, grad = built["grad"]
+    probes = [{"x": np.array([1.0, -2.0], np.float32)}]
+    grad_probes = [{"x": np.ones((1, 2), np.float32)}]
+    first, _ = choose_runner(hpt_path, hpt, "serving_default", probes, cache_dir=tmp_path)
+    assert isinstance(first, TFLiteRunner)
+    _, why = choose_runner(grad_path, grad, "grad", grad_probes, cache_dir=tmp_path)
+    names = sorted(p.name.split("-", 1)[1] for p in tmp_path.iterdir())
+    assert names == ["from_concrete_functions.failed", "from_concrete_functions.tflite"]
+
+    def no_conversion(*args):
+        raise AssertionError("converted although cached")
+
+    monkeypatch.setattr(runtimes, "convert_concrete_function", no_conversion)
+    monkeypatch.setattr(runtimes, "convert_saved_model", no_conversion)
+    again, reason = choose_runner(hpt_path, hpt, "serving_default", probes, cache_dir=tmp_path)
+    assert isinstance(again, TFLiteRunner), reason
+    np.testing.assert_array_equal(again({"x": np.array([4.0], np.float32)})["y"], [4.0])
+    _, why_again = choose_runner(grad_path, grad, "grad", grad_probes, cache_dir=tmp_path)
+    assert why_again == why and "ReluGrad" in why
+    # Another signature key is another entry: not found, so it would convert.
+    other = runtimes.ConversionCache(tmp_path, hpt_path, "other")
+    assert other.get("from_concrete_functions") == (None, None)
+
+
+def test_example_probes_read_both_metadata_formats():
+    one = {"inputs": TensorSpec("inputs", np.dtype(np.float32), (-1, 3))}
+    two = {
+        "image": TensorSpec("image", np.dtype(np.float32), (-1, 2, 1)),
+        "k": TensorSpec("k", np.dtype(np.int64), (-1,)),
+    }
+    v1 = runtimes.example_probes([{"inputs": [1, 2, 3]}, {"inputs": [1, 2]}], one)
+    assert len(v1) == 1 and v1[0]["inputs"].dtype == np.float32
+    np.testing.assert_array_equal(v1[0]["inputs"], [[1, 2, 3]])
+    v2 = runtimes.example_probes(
+        [{"inputs": {"image": [[0.5], [1.5]], "k": 7}, "label": 3}, {"inputs": {"image": [[1]]}}],
+        two,
+    )
+    assert len(v2) == 1
+    assert v2[0]["image"].shape == (1, 2, 1) and v2[0]["k"].tolist() == [7]
+
+
 def test_probe_batches_tile_each_probe_and_mix_them():
     specs = {"x": TensorSpec("x", np.dtype(np.float32), (-1, 2))}
     probes = [{"x": np.array([[1, 1]], np.float32)}, {"x": np.array([[2, 2], [3, 3]], np.float32)}]
