@@ -240,9 +240,15 @@ class TFLiteRunner:
                 f"{sorted(outputs)}"
             )
         # One signature per model: it is the interpreter's primary subgraph, so the
-        # interpreter-level calls below address its tensors by index.
+        # interpreter-level calls below address its tensors by index (checked, not assumed).
         self._input_index = [int(in_details[name]["index"]) for name in inputs]
         self._output_index = [(name, int(out_details[name]["index"])) for name in outputs]
+        primary_in = {int(d["index"]) for d in self._interpreter.get_input_details()}
+        primary_out = {int(d["index"]) for d in self._interpreter.get_output_details()}
+        if primary_in != set(self._input_index) or primary_out != {
+            i for _, i in self._output_index
+        }:
+            raise ValueError("the TFLite signature is not the model's primary subgraph")
         self._shapes: list[tuple[int, ...]] | None = None
         self._lock = threading.Lock()
         self._set = self._interpreter.set_tensor

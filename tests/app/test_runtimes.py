@@ -185,12 +185,17 @@ def test_tflite_runner_reused_across_batch_sizes_stays_equal(built):
     path, loaded = built["multi"]
     runner, reason = choose_runner(path, loaded, "serving_default", [_multi_probe(2, 1)])
     assert isinstance(runner, TFLiteRunner), reason
+    first_probe = _multi_probe(64, 99)
+    first = runner(first_probe)
     for rows in (1, 64, 2, 7, 64, 1, 64, 3, 128, 1, 64):
         probe = _multi_probe(rows, 100 + rows)
         got = runner(probe)
         assert not np.isnan(got["mixed"]).any()
         for name, value in _multi_reference(**probe).items():
             np.testing.assert_array_equal(got[name], value, err_msg=f"{name} at {rows} rows")
+    # Answers are copies: later calls leave an earlier answer as it was.
+    for name, value in _multi_reference(**first_probe).items():
+        np.testing.assert_array_equal(first[name], value, err_msg=name)
 
 
 def test_tflite_runner_is_thread_safe(built):
