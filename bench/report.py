@@ -75,7 +75,7 @@ def targets(results: dict) -> list[dict[str, Any]]:
             if ref is None or not ref["rps"]:
                 out.append(
                     _target(
-                        f"/predict 1-row, 32 conns: req/s vs {other}",
+                        f"/predict 1-row, 32 conns: req/s vs {_label(other)}",
                         "not measured",
                         None,
                         goal,
