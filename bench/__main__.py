@@ -1,11 +1,15 @@
-"""`python -m bench`: the service beside its limit, the HTTP floor, a naive baseline and a peer.
+"""`python -m bench`: the service beside its limits, the HTTP floor, a naive baseline and peers.
 
 Parts (all by default; pick with --only / --skip):
   limit       the SavedModel in-process: batch 1 / 64 / 1024, and JSON decode + call
-  http        wrk against the service, the trivial endpoint, the naive server and KServe
-              (1-row /predict at 1/8/32/128 connections, 1024-row requests, /grad 1 and 64),
-              plus a py-spy profile of the service at 32 connections
-  peer        include KServe in `http` (creates .venv-bench-peer/ from PyPI on first use)
+  runtimes    the model runtime in-process: SavedModel vs TFLite runner at 1 / 64 rows
+              (app.runtimes.choose_runner's pick and reason; answers checked equal)
+  http        wrk against the service, the raw ASGI constant endpoint (the HTTP limit), the
+              trivial FastAPI endpoint, the naive server and the peers (1-row /predict at
+              1/8/32/128 connections, 1024-row requests, /grad 1 and 64), plus a py-spy
+              profile of the service at 32 connections
+  peer        include the peers in `http`: KServe and Triton through PyTriton (create
+              .venv-bench-peer/ and .venv-bench-triton/ from PyPI on first use)
   workers2    extra: WORKERS=2 unpinned
   cold        cold start and RSS vs `python -c "import tensorflow"`
   surrogates  every surrogate's forward+backward on 1M elements vs `ste`, graph and XLA
@@ -28,7 +32,7 @@ from pathlib import Path
 from bench import coldstart, http_load, machine, report, servers
 from bench.common import CACHE_DIR, PYTHON, REPO_ROOT, SERVER_CPU, base_env, run_json
 
-PARTS = ("limit", "http", "peer", "workers2", "cold", "surrogates")
+PARTS = ("limit", "runtimes", "http", "peer", "workers2", "cold", "surrogates")
 TRAIN_COMMAND = "make default-model"
 
 
@@ -71,6 +75,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", nargs="+", choices=PARTS, default=[], help="skip these parts")
     parser.add_argument("--seconds", type=float, help="seconds per wrk cell (default 4; quick 2)")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (default 3; quick 1)")
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=("asgi", "floor", "service", "naive", "peer", "triton"),
+        help="http: only these servers (a smoke run of some; the targets need them all)",
+    )
+    parser.add_argument(
+        "--connections",
+        nargs="+",
+        type=int,
+        help="http: only these connection counts (default 1 8 32 128)",
+    )
+    parser.add_argument(
+        "--no-big",
+        action="store_true",
+        help="http: skip the 1024-row and /grad runs and the profile",
+    )
     parser.add_argument(
         "--models-root",
         type=Path,
@@ -121,12 +142,31 @@ def main(argv: list[str] | None = None) -> int:
             600,
             base_env(),
         )
+    if "runtimes" in parts:
+        _log("bench: the model runtime, SavedModel vs TFLite (in-process, server core)")
+        results["runtimes"] = run_json(
+            [PYTHON, "-m", "bench.runtimes", str(model_dir), "--seconds", str(seconds / 2 + 0.5)],
+            SERVER_CPU,
+            600,
+            base_env(),
+        )
     if "http" in parts:
-        with_peer = "peer" in parts and servers.ensure_peer_venv(CACHE_DIR / "peer-venv.log")
-        if "peer" in parts and not with_peer:
-            _log(f"bench: the peer could not be installed (see {CACHE_DIR / 'peer-venv.log'})")
-        if with_peer:
-            results["peer_version"] = "0.21.0"
+        wanted = set(args.servers or ("peer", "triton"))
+        with_peer = with_triton = False
+        if "peer" in parts and "peer" in wanted:
+            with_peer = servers.ensure_peer_venv(CACHE_DIR / "peer-venv.log")
+            if not with_peer:
+                _log(f"bench: KServe could not be installed (see {CACHE_DIR / 'peer-venv.log'})")
+            else:
+                results["peer_version"] = "0.21.0"
+        if "peer" in parts and "triton" in wanted:
+            with_triton = servers.ensure_triton_venv(CACHE_DIR / "triton-venv.log")
+            if not with_triton:
+                _log(
+                    f"bench: PyTriton could not be installed (see {CACHE_DIR / 'triton-venv.log'})"
+                )
+            else:
+                results["triton_version"] = "PyTriton 0.7.0"
         _log(f"bench: HTTP ({reps} x {seconds:g} s per cell; servers on core {SERVER_CPU})")
         results["http"] = http_load.measure(
             model_dir,
@@ -134,8 +174,12 @@ def main(argv: list[str] | None = None) -> int:
             seconds=seconds,
             reps=reps,
             with_peer=with_peer,
-            profile_seconds=max(4.0, seconds * 2),
+            with_triton=with_triton,
+            profile_seconds=None if args.no_big else max(4.0, seconds * 2),
             log=_log,
+            connections=tuple(args.connections or http_load.CONNECTIONS),
+            big_and_grad=not args.no_big,
+            only=tuple(args.servers) if args.servers else None,
         )
     if "workers2" in parts:
         _log("bench: extra, WORKERS=2 unpinned")

@@ -29,17 +29,15 @@ def example_rows(model_dir: Path, count: int) -> list[list[float]]:
     return [[float(v) for v in rows[i % len(rows)]] for i in range(count)]
 
 
-def _body(field: str, rows: list[list[float]]) -> bytes:
-    return json.dumps({field: rows}).encode()
-
-
 def _check(server: Server, path: str, body: bytes) -> list | None:
-    """POST once; raise unless 200; the answer's outputs (None for the floor)."""
+    """POST once; raise unless 200; the answer's 0/1 codes (None for the constant servers)."""
     status, answer = post_json(server.url + path, body)
     if status != 200:
         raise RuntimeError(f"{server.name} {path} answered {status}: {answer[:300]!r}")
     document = json.loads(answer)
-    return document.get("outputs", document.get("predictions"))
+    if path == "/grad":
+        return None
+    return servers.answer_rows(server.name, document)
 
 
 def _median_load(loads: list[Load]) -> Load:
@@ -75,26 +73,42 @@ def measure(
     with_peer: bool,
     profile_seconds: float | None,
     log: Callable[[str], None],
+    with_triton: bool = False,
+    connections: tuple[int, ...] = CONNECTIONS,
+    big_and_grad: bool = True,
+    only: tuple[str, ...] | None = None,
 ) -> dict:
     """Start every server pinned to the server core, then run the interleaved wrk matrix.
 
     Each repetition runs every (server, connections) cell once, in the same
     order, so drift in the machine's background load hits all servers alike;
     the table reports medians over repetitions.
+
+    `connections`, `big_and_grad` and `only` (server names) trim the matrix for
+    smoke runs of single pieces; the full benchmark uses the defaults.
     """
-    under_test = [servers.floor(), servers.service(models_root), servers.naive(model_dir)]
+    under_test = [
+        servers.asgi(),
+        servers.floor(),
+        servers.service(models_root),
+        servers.naive(model_dir),
+    ]
     if with_peer:
         under_test.append(servers.peer(model_dir))
+    if with_triton:
+        under_test.append(servers.triton(model_dir))
+    if only:
+        under_test = [s for s in under_test if s.name in only]
     by_name = {s.name: s for s in under_test}
     one = example_rows(model_dir, 1)
     big = example_rows(model_dir, BIG_ROWS)
     bodies: dict[tuple[str, int], Path] = {}
     for name in by_name:
-        _, field = servers.PREDICT_ROUTE[name]
-        bodies[(name, 1)] = body_file(f"{name}-1", _body(field, one))
-        bodies[(name, BIG_ROWS)] = body_file(f"{name}-{BIG_ROWS}", _body(field, big))
+        bodies[(name, 1)] = body_file(f"{name}-1", servers.predict_body(name, one))
+        bodies[(name, BIG_ROWS)] = body_file(f"{name}-{BIG_ROWS}", servers.predict_body(name, big))
     grad_bodies = {
-        rows: body_file(f"grad-{rows}", _body("inputs", big[:rows])) for rows, _ in GRAD_RUNS
+        rows: body_file(f"grad-{rows}", servers.predict_body("service", big[:rows]))
+        for rows, _ in GRAD_RUNS
     }
     runs: dict[tuple, list[Load]] = defaultdict(list)
     per_call: dict[int, list[float]] = defaultdict(list)
@@ -105,11 +119,15 @@ def measure(
             path, _ = servers.PREDICT_ROUTE[server.name]
             answers[server.name] = _check(server, path, bodies[(server.name, 1)].read_bytes())
             result["servers"][server.name] = {"ready_after_s": round(server.ready_after_s or 0, 2)}
-        for name in ("naive", "peer"):  # the same model must give the same bits everywhere
-            if name in answers and answers[name] != answers["service"]:
-                raise RuntimeError(f"{name} answered {answers[name]}, service {answers['service']}")
-        svc = by_name["service"]
-        _check(svc, "/grad", grad_bodies[1].read_bytes())
+        models = [n for n, a in answers.items() if a is not None]
+        for name in models:  # the same model must give the same bits everywhere
+            if answers[name] != answers[models[0]]:
+                raise RuntimeError(
+                    f"{name} answered {answers[name]}, {models[0]} {answers[models[0]]}"
+                )
+        svc = by_name.get("service")
+        if svc is not None and big_and_grad:
+            _check(svc, "/grad", grad_bodies[1].read_bytes())
         log("  warm-up")
         for server in under_test:  # one short run each: JIT paths, connection pools, caches
             path, _ = servers.PREDICT_ROUTE[server.name]
@@ -123,7 +141,7 @@ def measure(
             )
         for rep in range(reps):
             log(f"  repetition {rep + 1}/{reps}")
-            for connections in CONNECTIONS:
+            for conns in connections:
                 for server in under_test:
                     path, _ = servers.PREDICT_ROUTE[server.name]
                     before = _batch_snapshot(svc) if server is svc else None
@@ -132,29 +150,31 @@ def measure(
                         server.url + path,
                         bodies[(server.name, 1)],
                         rows=1,
-                        connections=connections,
+                        connections=conns,
                         seconds=seconds,
                         server_pid=server.process.pid,
                     )
-                    runs[(server.name, path, 1, connections)].append(load)
+                    runs[(server.name, path, 1, conns)].append(load)
                     if before is not None:
                         after = _batch_snapshot(svc)
                         calls = after[1] - before[1]
                         if calls > 0:
-                            per_call[connections].append((after[0] - before[0]) / calls)
-            for rows, connections in GRAD_RUNS:
+                            per_call[conns].append((after[0] - before[0]) / calls)
+            if not big_and_grad:
+                continue
+            for rows, grad_conns in GRAD_RUNS:
                 load = run_wrk(
                     "service",
                     svc.url + "/grad",
                     grad_bodies[rows],
                     rows=rows,
-                    connections=connections,
+                    connections=grad_conns,
                     seconds=seconds,
                     server_pid=svc.process.pid,
                 )
-                runs[("service", "/grad", rows, connections)].append(load)
+                runs[("service", "/grad", rows, grad_conns)].append(load)
             for server in under_test:
-                if server.name == "floor":
+                if server.name in servers.CONSTANT_SERVERS:
                     continue
                 path, _ = servers.PREDICT_ROUTE[server.name]
                 load = run_wrk(
@@ -171,7 +191,7 @@ def measure(
         for server in under_test:
             rss = _rss_mb(server)
             result["servers"][server.name]["rss_mb_after_load"] = rss
-        if profile_seconds:
+        if profile_seconds and svc is not None:
             from bench import profile
 
             log(f"  profiling the service under 32 connections ({profile_seconds:g} s, py-spy)")
@@ -191,7 +211,7 @@ def measure_two_workers(
     """Extra: WORKERS=2, server and wrk unpinned (they share both cores)."""
     server = servers.service(models_root, workers=2, cpus=None, name="service-2w")
     server.ready_streak = 40  # both workers answer 200
-    body = body_file("service2-1", _body("inputs", example_rows(model_dir, 1)))
+    body = body_file("service2-1", servers.predict_body("service", example_rows(model_dir, 1)))
     loads = []
     with running([server]):
         _check(server, "/predict", body.read_bytes())

@@ -7,6 +7,8 @@ from typing import Any
 
 NOTES_BEGIN = "<!-- notes:begin (kept by python -m bench across runs) -->"
 NOTES_END = "<!-- notes:end -->"
+#: The goal of a row measured for reference only (a limit, not a target).
+REFERENCE = "(a limit)"
 
 
 def find(loads: list[dict], server: str, path: str, rows: int, connections: int) -> dict | None:
@@ -48,16 +50,32 @@ def targets(results: dict) -> list[dict[str, Any]]:
     loads = http.get("loads") or []
     svc32 = find(loads, "service", "/predict", 1, 32)
     if svc32:
+        asgi = find(loads, "asgi", "/predict", 1, 32)
+        if asgi and asgi["rps"]:
+            cpu = None
+            if svc32.get("cpu_us_per_request") and asgi.get("cpu_us_per_request"):
+                cpu = asgi["cpu_us_per_request"] / svc32["cpu_us_per_request"]
+            out.append(
+                _target(
+                    "/predict 1-row, 32 conns: req/s vs raw ASGI constant (the HTTP limit)",
+                    f"{svc32['rps']:,.0f} vs {asgi['rps']:,.0f} req/s",
+                    svc32["rps"] / asgi["rps"],
+                    REFERENCE,
+                    None,
+                    cpu=cpu,
+                )
+            )
         for other, goal, need in (
-            ("floor", ">= 0.70", 0.70),
-            ("naive", ">= 3.0", 3.0),
+            ("floor", ">= 1.0", 1.0),
+            ("naive", ">= 5.0", 5.0),
             ("peer", "> 1.0", 1.0),
+            ("triton", "> 1.0", 1.0),
         ):
             ref = find(loads, other, _predict_path(other), 1, 32)
             if ref is None or not ref["rps"]:
                 out.append(
                     _target(
-                        f"/predict 1-row, 32 conns: req/s vs {other}",
+                        f"/predict 1-row, 32 conns: req/s vs {_label(other)}",
                         "not measured",
                         None,
                         goal,
@@ -66,7 +84,7 @@ def targets(results: dict) -> list[dict[str, Any]]:
                 )
                 continue
             ratio = svc32["rps"] / ref["rps"]
-            ok = ratio >= need if other != "peer" else ratio > need
+            ok = ratio > need if other in ("peer", "triton") else ratio >= need
             cpu = None
             if svc32.get("cpu_us_per_request") and ref.get("cpu_us_per_request"):
                 cpu = ref["cpu_us_per_request"] / svc32["cpu_us_per_request"]
@@ -82,14 +100,47 @@ def targets(results: dict) -> list[dict[str, Any]]:
                 )
             )
         p99 = svc32["p99_ms"]
+        floor32 = find(loads, "floor", "/predict", 1, 32)
+        if floor32 and floor32["p99_ms"]:
+            limit_ms = floor32["p99_ms"]
+            out.append(
+                _target(
+                    "p99 at 32 conns vs the trivial endpoint's",
+                    f"{p99:.1f} vs {limit_ms:.1f} ms",
+                    p99 / limit_ms,
+                    "<= 1.0",
+                    p99 <= limit_ms,
+                    "" if p99 <= limit_ms else f"{p99 - limit_ms:.1f} ms over",
+                )
+            )
+    svc1 = find(loads, "service", "/predict", 1, 1)
+    naive1 = find(loads, "naive", "/predict", 1, 1)
+    if svc1 and naive1 and naive1["p50_ms"]:
+        ratio = svc1["p50_ms"] / naive1["p50_ms"]
         out.append(
             _target(
-                "p99 at 32 conns (ms, vs 25 ms)",
-                f"{p99:.1f} ms",
-                p99 / 25.0,
+                "/predict 1-row, 1 conn: p50 vs naive",
+                f"{svc1['p50_ms']:.2f} vs {naive1['p50_ms']:.2f} ms",
+                ratio,
+                "<= 0.5",
+                ratio <= 0.5,
+                "" if ratio <= 0.5 else f"{ratio / 0.5:.2f}x over",
+            )
+        )
+    runtime = results.get("runtimes") or {}
+    if runtime.get("tflite_b1_us") or runtime.get("savedmodel_b1_us"):
+        served = runtime.get(f"{runtime['chosen']}_b1_us")
+        equal = runtime.get("equal_b1", False) and runtime.get("equal_b64", False)
+        ok = served is not None and served <= 20.0 and (runtime["chosen"] != "tflite" or equal)
+        out.append(
+            _target(
+                "in-process model call, 1 row (us, runtime chosen at load; identical answers)",
+                f"{served:.1f} us ({runtime['chosen']}; SavedModel "
+                f"{runtime['savedmodel_b1_us']:.0f} us; identical: {'yes' if equal else 'NO'})",
+                served / 20.0,
                 "<= 1.0",
-                p99 <= 25.0,
-                "" if p99 <= 25 else f"{p99 - 25:.1f} ms over",
+                ok,
+                "" if ok else f"{served / 20.0:.1f}x over or answers differ",
             )
         )
     limit = results.get("limit") or {}
@@ -177,11 +228,20 @@ def targets(results: dict) -> list[dict[str, Any]]:
 
 
 def _predict_path(server: str) -> str:
-    return "/v1/models/digit-bits:predict" if server == "peer" else "/predict"
+    return {
+        "peer": "/v1/models/digit-bits:predict",
+        "triton": "/v2/models/digit-bits/infer",
+    }.get(server, "/predict")
 
 
 def _label(server: str) -> str:
-    return {"floor": "trivial endpoint", "naive": "naive", "peer": "KServe"}.get(server, server)
+    return {
+        "asgi": "raw ASGI",
+        "floor": "trivial endpoint",
+        "naive": "naive",
+        "peer": "KServe",
+        "triton": "Triton (PyTriton)",
+    }.get(server, server)
 
 
 def targets_table(rows: list[dict[str, Any]]) -> str:
@@ -193,7 +253,9 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
         cpu = "" if row.get("cpu_ratio") is None else f"{row['cpu_ratio']:.2f}"
         result = (
-            "not measured"
+            "reference"
+            if row["goal"] == REFERENCE
+            else "not measured"
             if row["pass"] is None
             else "pass"
             if row["pass"]
@@ -207,7 +269,9 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
 
 def _http_table(loads: list[dict]) -> str:
     names = [
-        n for n in ("service", "floor", "naive", "peer") if any(x["server"] == n for x in loads)
+        n
+        for n in ("service", "asgi", "floor", "naive", "peer", "triton")
+        if any(x["server"] == n for x in loads)
     ]
     head = (
         "| connections | "
@@ -259,7 +323,7 @@ def render(results: dict, command: str, previous: str | None) -> str:
         f"orjson {meta['orjson']}; {meta['wrk']}",
         "- Load: `wrk -t1` pinned to core 0 (`taskset -c 0`) with `bench/post.lua`; each server "
         "pinned to core 1 with one worker (WORKERS=1); TensorFlow at 1 intra-op / 1 inter-op "
-        "thread in the service, the in-process limit and the peer; all traffic on 127.0.0.1.",
+        "thread in the service, the in-process limit and the peers; all traffic on 127.0.0.1.",
         f"- Each HTTP cell: median of {results['reps']} interleaved runs of "
         f"{results['seconds']:g} s.",
         "",
@@ -293,17 +357,49 @@ def render(results: dict, command: str, previous: str | None) -> str:
                 rows_n = 1 if key == "grad_b1" else 64
                 out.append(f"| {label} | {calls:,.0f} | {calls * rows_n:,.0f} |")
         out.append("")
+    runtime = results.get("runtimes") or {}
+    if runtime:
+        out += [
+            "## The model runtime: SavedModel vs TFLite in-process (one core, 1/1 threads)",
+            "",
+            "One runner call of `serving_default` (`app/runtimes.py`: NumPy in, NumPy out, input "
+            "checks included), the same rows through each runtime.",
+            "",
+            "| rows | SavedModel us/call | TFLite us/call | speed-up | same bytes |",
+            "|---|---|---|---|---|",
+        ]
+        for batch in (1, 64):
+            saved = runtime.get(f"savedmodel_b{batch}_us")
+            lite = runtime.get(f"tflite_b{batch}_us")
+            same = runtime.get(f"equal_b{batch}")
+            out.append(
+                f"| {batch} | {'-' if saved is None else f'{saved:,.1f}'} | "
+                f"{'-' if lite is None else f'{lite:,.1f}'} | "
+                f"{f'{saved / lite:.0f}x' if saved and lite else '-'} | "
+                f"{'-' if same is None else 'yes' if same else '**no**'} |"
+            )
+        out += [
+            "",
+            f"Chosen at load: **{runtime.get('chosen')}** in {runtime.get('choose_s')} s: "
+            f"{runtime.get('reason')}.",
+            "",
+        ]
     if loads:
         per_call = http.get("requests_per_model_call") or {}
         out += [
             "## HTTP: 1-row requests",
             "",
-            "Service = `python -m app`; trivial endpoint = `bench/floor_app.py` (a FastAPI route "
+            "Service = `python -m app`; raw ASGI = `bench/raw_asgi_app.py` (a plain ASGI "
+            "callable returning a constant: the Python HTTP limit, same uvicorn options); "
+            "trivial endpoint = `bench/floor_app.py` (a FastAPI route "
             "returning a constant dict, same uvicorn options); naive = `bench/naive_server.py` "
             "(pydantic `list[list[float]]`, one `serving_default` call per request); "
             "KServe = `bench/peer_kserve.py` (KServe "
             f"{results.get('peer_version', '0.21')} Python model server, v1 protocol, same "
-            "SavedModel, gRPC, latency log and access log off).",
+            "SavedModel, gRPC, latency log and access log off); Triton = `bench/peer_triton.py` "
+            f"(Triton Inference Server through {results.get('triton_version', 'PyTriton 0.7.0')}: "
+            "Python backend calling the same SavedModel, dynamic batching with no queue delay, "
+            "v2 JSON `/v2/models/digit-bits/infer`).",
             "",
             _http_table(loads),
             "",
@@ -344,7 +440,7 @@ def render(results: dict, command: str, previous: str | None) -> str:
             f"| service, 1 worker (spawn to first 200 on `/readyz`) | "
             f"{cold['service_ready_s']:.2f} | {cold['service_ready_rss_mb']:,.0f} |",
         ]
-        for name in ("service", "naive", "peer", "floor"):
+        for name in ("service", "naive", "peer", "triton", "floor", "asgi"):
             rss = (servers.get(name) or {}).get("rss_mb_after_load")
             if rss:
                 out.append(

@@ -1,9 +1,18 @@
-"""The servers under test: the service, the HTTP floor, the naive baseline and the peer."""
+"""The servers under test: the service, the HTTP limit and floor, the naive baseline, the peers.
+
+Each server takes a 1-row (or N-row) predict request on its own route and
+body format (`PREDICT_ROUTE`, `predict_body`) and answers rows of 0/1 codes
+that `answer_rows` extracts, so the benchmark can check that every model
+server gives the same bits before it measures anything.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from bench.common import BENCH_DIR, PYTHON, REPO_ROOT, SERVER_CPU, Server, base_env, free_port
@@ -11,6 +20,11 @@ from bench.common import BENCH_DIR, PYTHON, REPO_ROOT, SERVER_CPU, Server, base_
 PEER_VENV = REPO_ROOT / ".venv-bench-peer"
 PEER_REQUIREMENTS = BENCH_DIR / "requirements-peer.txt"
 PEER_PYTHON = PEER_VENV / "bin" / "python"
+TRITON_VENV = REPO_ROOT / ".venv-bench-triton"
+TRITON_REQUIREMENTS = BENCH_DIR / "requirements-triton.txt"
+TRITON_PYTHON = TRITON_VENV / "bin" / "python"
+#: Where Debian's own libpython lives (Triton's backend helper finds it there by itself).
+SYSTEM_LIBDIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib", "/lib")
 
 
 def service(
@@ -30,6 +44,13 @@ def service(
     return Server(name, [PYTHON, "-m", "app"], port, "/readyz", env, cpus)
 
 
+def asgi() -> Server:
+    """The HTTP limit: a plain ASGI callable returning a constant, same uvicorn options."""
+    port = free_port()
+    argv = [PYTHON, "-m", "bench.serve_asgi", "bench.raw_asgi_app:app", "--port", str(port)]
+    return Server("asgi", argv, port, "/readyz", base_env())
+
+
 def floor() -> Server:
     """The trivial JSON endpoint on the service's uvicorn options."""
     port = free_port()
@@ -44,19 +65,23 @@ def naive(model_dir: Path) -> Server:
     return Server("naive", argv, port, "/readyz", base_env(NAIVE_MODEL_DIR=str(model_dir)))
 
 
-def ensure_peer_venv(log: Path) -> bool:
-    """Create `.venv-bench-peer/` from PyPI when absent or stale; whether the peer can run."""
-    marker = PEER_VENV / ".installed"
-    wanted = PEER_REQUIREMENTS.read_bytes()
-    if marker.exists() and marker.read_bytes() == wanted and PEER_PYTHON.exists():
+def ensure_venv(venv: Path, requirements: Path, log: Path, label: str) -> bool:
+    """Create `venv` from PyPI (`requirements`) when absent or stale; whether it is usable.
+
+    The venv is made from the interpreter the main venv was made from (not nested in it);
+    pip's output goes to `log`.
+    """
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    wanted = requirements.read_bytes()
+    if marker.exists() and marker.read_bytes() == wanted and python.exists():
         return True
-    print(f"bench: installing the peer (KServe) into {PEER_VENV.name}/ ...", flush=True)
-    # The venv is made from the interpreter the main venv was made from (not nested in it).
+    print(f"bench: installing {label} into {venv.name}/ ...", flush=True)
     base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
     steps = [
-        [str(base), "-m", "venv", str(PEER_VENV)],
-        [str(PEER_PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
-        [str(PEER_PYTHON), "-m", "pip", "install", "--quiet", "-r", str(PEER_REQUIREMENTS)],
+        [str(base), "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
+        [str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)],
     ]
     with open(log, "wb") as out:
         for argv in steps:
@@ -64,6 +89,16 @@ def ensure_peer_venv(log: Path) -> bool:
                 return False
     marker.write_bytes(wanted)
     return True
+
+
+def ensure_peer_venv(log: Path) -> bool:
+    """`.venv-bench-peer/` (KServe) from PyPI when absent or stale; whether the peer can run."""
+    return ensure_venv(PEER_VENV, PEER_REQUIREMENTS, log, "the peer (KServe)")
+
+
+def ensure_triton_venv(log: Path) -> bool:
+    """`.venv-bench-triton/` (PyTriton) from PyPI when absent or stale; whether it can run."""
+    return ensure_venv(TRITON_VENV, TRITON_REQUIREMENTS, log, "the Triton peer (PyTriton)")
 
 
 def peer(model_dir: Path) -> Server:
@@ -75,10 +110,69 @@ def peer(model_dir: Path) -> Server:
     return Server("peer", argv, port, "/v1/models/digit-bits", env)
 
 
-#: Where each server takes a 1-row predict request, and the name of its rows field.
+def python_libdir_env() -> dict[str, str]:
+    """`LD_LIBRARY_PATH` with this interpreter's libpython directory first, when that is not a
+    system directory (a pyenv or uv interpreter); empty when nothing needs to change."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if not libdir or libdir in SYSTEM_LIBDIRS or not sysconfig.get_config_var("LDLIBRARY"):
+        return {}
+    current = os.environ.get("LD_LIBRARY_PATH", "")
+    return {"LD_LIBRARY_PATH": f"{libdir}:{current}" if current else libdir}
+
+
+def triton(model_dir: Path) -> Server:
+    """Triton Inference Server through PyTriton (Python backend, dynamic batching), v2 HTTP."""
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    env = base_env(
+        PEER_MODEL_DIR=str(model_dir),
+        PEER_MODEL_NAME="digit-bits",
+        TRITON_HTTP_PORT=str(port),
+        TRITON_GRPC_PORT=str(grpc_port),
+        TRITON_METRICS_PORT=str(metrics_port),
+        **python_libdir_env(),
+    )
+    env.pop("PYTHONPATH", None)
+    argv = [str(TRITON_PYTHON), str(BENCH_DIR / "peer_triton.py")]
+    return Server("triton", argv, port, "/v2/models/digit-bits/ready", env)
+
+
+#: Where each server takes a predict request, and the name of its rows field (v2: tensor name).
 PREDICT_ROUTE = {
+    "asgi": ("/predict", "inputs"),
     "floor": ("/predict", "inputs"),
     "service": ("/predict", "inputs"),
     "naive": ("/predict", "inputs"),
     "peer": ("/v1/models/digit-bits:predict", "instances"),
+    "triton": ("/v2/models/digit-bits/infer", "inputs"),
 }
+#: Servers speaking the v2 (Open Inference Protocol) JSON body.
+V2_SERVERS = frozenset({"triton"})
+#: Servers that answer a constant (no model): the HTTP limit and floor.
+CONSTANT_SERVERS = frozenset({"asgi", "floor"})
+
+
+def predict_body(name: str, rows: list[list[float]]) -> bytes:
+    """The JSON body server `name` takes for these rows."""
+    _, field = PREDICT_ROUTE[name]
+    if name in V2_SERVERS:
+        tensor = {
+            "name": field,
+            "shape": [len(rows), len(rows[0]) if rows else 0],
+            "datatype": "FP32",
+            "data": rows,
+        }
+        return json.dumps({"inputs": [tensor]}).encode()
+    return json.dumps({field: rows}).encode()
+
+
+def answer_rows(name: str, document: dict) -> list[list[int]] | None:
+    """The 0/1 codes in server `name`'s answer, as rows of ints (None for constant servers)."""
+    if name in CONSTANT_SERVERS:
+        return None
+    if name in V2_SERVERS:
+        (tensor,) = [t for t in document["outputs"] if t["name"] == "outputs"]
+        width = tensor["shape"][-1]
+        flat = [int(v) for v in tensor["data"]]
+        return [flat[i : i + width] for i in range(0, len(flat), width)]
+    rows = document.get("outputs", document.get("predictions"))
+    return [[int(v) for v in row] for row in rows]

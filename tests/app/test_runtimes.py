@@ -1,0 +1,436 @@
+"""app/runtimes.py: SavedModel and TFLite runners, and choose_runner's proof of equality.
+
+Every SavedModel here is built by the test itself (a Keras `model.export()`, a
+`tf.Module` with named multi-inputs of rank 1..4 and int and float dtypes, a
+TF1 `half_plus_two`, a signature with ops TFLite lacks) except the last,
+trained by `python -m model.train` with few epochs. Answers are checked
+against NumPy references, and TFLite against the SavedModel bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from app import runtimes
+from app.runtimes import SavedModelRunner, TensorSpec, TFLiteRunner, choose_runner
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bits_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and a[k].tobytes() == b[k].tobytes()
+        for k in a
+    )
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+def _keras_model(path: Path) -> tuple[Path, list[np.ndarray]]:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,), name="features"),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+    model.export(str(path), verbose=False)
+    return path, [w.numpy() if hasattr(w, "numpy") else w for w in model.get_weights()]
+
+
+class MultiInput(tf.Module):
+    """Named inputs of rank 1..4, float32/int32/int64; outputs with NumPy formulas below."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = tf.Variable([1.5, -2.0, 0.25], dtype=tf.float32)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.float32, name="a"),
+            tf.TensorSpec([None, 3], tf.float32, name="b"),
+            tf.TensorSpec([None, 2, 2], tf.int32, name="c"),
+            tf.TensorSpec([None, 2, 2, 2], tf.float32, name="d"),
+            tf.TensorSpec([None, 2], tf.int64, name="e"),
+        ]
+    )
+    def __call__(self, a, b, c, d, e):
+        return {
+            "mixed": a[:, None] * b * self.scale + tf.reduce_sum(d, axis=[2, 3])[:, :1],
+            "count": tf.reduce_sum(c, axis=[1, 2]) * 2 + 1,
+            "shifted": e * 3 - 1,
+            "doubled": d * 2.0,
+        }
+
+
+def _multi_reference(a, b, c, d, e) -> dict[str, np.ndarray]:
+    scale = np.array([1.5, -2.0, 0.25], np.float32)
+    return {
+        "mixed": a[:, None] * b * scale + d.sum(axis=(2, 3))[:, :1],
+        "count": (c.sum(axis=(1, 2)) * 2 + 1).astype(np.int32),
+        "shifted": e * 3 - 1,
+        "doubled": d * np.float32(2.0),
+    }
+
+
+def _multi_probe(rows: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "a": rng.integers(-8, 8, rows).astype(np.float32) / 4,
+        "b": rng.integers(-8, 8, (rows, 3)).astype(np.float32) / 2,
+        "c": rng.integers(-5, 5, (rows, 2, 2)).astype(np.int32),
+        "d": rng.integers(-4, 4, (rows, 2, 2, 2)).astype(np.float32) / 8,
+        "e": rng.integers(-1000, 1000, (rows, 2)).astype(np.int64),
+    }
+
+
+def _half_plus_two(path: Path) -> Path:
+    """TF Serving's classic TF1 example: y = 0.5 x + 2 with `x: [-1]`, built in graph mode."""
+    graph = tf.Graph()
+    with graph.as_default():
+        a = tf.compat.v1.Variable(0.5, name="a")
+        b = tf.compat.v1.Variable(2.0, name="b")
+        x = tf.compat.v1.placeholder(tf.float32, shape=[None], name="x")
+        y = tf.add(tf.multiply(a, x), b, name="y")
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": signature}
+            )
+            builder.save()
+    return path
+
+
+class WithGradient(tf.Module):
+    """`y` and its input gradient: the gradient ops (ReluGrad, ...) are not TFLite builtins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = tf.Variable([[1.0, -1.0], [0.5, 2.0]])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def grad(self, x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(tf.nn.relu(x @ self.w), axis=1)
+        return {"y": y, "dy_dx": tape.gradient(y, x)}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Every hand-built SavedModel, saved and loaded back: `{name: (path, loaded)}`
+    (the Keras one also with its weights)."""
+    root = tmp_path_factory.mktemp("runtimes")
+    keras_path, weights = _keras_model(root / "keras")
+    multi = MultiInput()
+    tf.saved_model.save(multi, str(root / "multi"), signatures={"serving_default": multi.__call__})
+    grad = WithGradient()
+    tf.saved_model.save(grad, str(root / "grad"), signatures={"grad": grad.grad})
+    _half_plus_two(root / "hpt")
+    paths = {
+        "keras": keras_path,
+        "multi": root / "multi",
+        "grad": root / "grad",
+        "hpt": root / "hpt",
+    }
+    out = {name: (str(p), tf.saved_model.load(str(p))) for name, p in paths.items()}
+    out["keras"] = (*out["keras"], weights)
+    return out
+
+
+# --- runners ------------------------------------------------------------------------------
+
+
+def test_specs_come_from_the_signature(built):
+    _, loaded = built["multi"]
+    runner = SavedModelRunner(loaded, "serving_default")
+    assert runner.name == "serving_default"
+    assert runner.inputs["a"] == TensorSpec("a", np.dtype(np.float32), (-1,))
+    assert runner.inputs["c"] == TensorSpec("c", np.dtype(np.int32), (-1, 2, 2))
+    assert runner.inputs["d"].shape == (-1, 2, 2, 2)
+    assert runner.inputs["e"].dtype == np.int64
+    assert runner.outputs["count"] == TensorSpec("count", np.dtype(np.int32), (-1,))
+    assert runner.outputs["doubled"].shape == (-1, 2, 2, 2)
+
+
+def test_multi_input_runners_match_numpy_and_each_other(built):
+    path, loaded = built["multi"]
+    runner, reason = choose_runner(path, loaded, "serving_default", [_multi_probe(3, 0)])
+    assert isinstance(runner, TFLiteRunner), reason
+    reference = SavedModelRunner(loaded, "serving_default")
+    for rows in (1, 5, 64, 2, 0):
+        probe = _multi_probe(rows, rows + 10)
+        want = _multi_reference(**probe)
+        got_saved, got_lite = reference(probe), runner(probe)
+        for name, value in want.items():
+            np.testing.assert_array_equal(got_saved[name], value, err_msg=name)
+        assert _bits_equal(got_saved, got_lite), rows
+
+
+def test_tflite_runner_reused_across_batch_sizes_stays_equal(built):
+    """The known pitfall: one interpreter reused across shapes (NaN at batch 64 once)."""
+    path, loaded = built["multi"]
+    runner, reason = choose_runner(path, loaded, "serving_default", [_multi_probe(2, 1)])
+    assert isinstance(runner, TFLiteRunner), reason
+    first_probe = _multi_probe(64, 99)
+    first = runner(first_probe)
+    for rows in (1, 64, 2, 7, 64, 1, 64, 3, 128, 1, 64):
+        probe = _multi_probe(rows, 100 + rows)
+        got = runner(probe)
+        assert not np.isnan(got["mixed"]).any()
+        for name, value in _multi_reference(**probe).items():
+            np.testing.assert_array_equal(got[name], value, err_msg=f"{name} at {rows} rows")
+    # Answers are copies: later calls leave an earlier answer as it was.
+    for name, value in _multi_reference(**first_probe).items():
+        np.testing.assert_array_equal(first[name], value, err_msg=name)
+
+
+def test_tflite_runner_is_thread_safe(built):
+    path, loaded = built["multi"]
+    runner, reason = choose_runner(path, loaded, "serving_default", [_multi_probe(2, 1)])
+    assert isinstance(runner, TFLiteRunner), reason
+    cases = [_multi_probe(rows, rows) for rows in (1, 64, 7, 2)]
+    wanted = [_multi_reference(**case) for case in cases]
+    failures: list[str] = []
+
+    def hammer(start: int) -> None:
+        for i in range(200):
+            j = (start + i) % len(cases)
+            got = runner(cases[j])
+            if any(not np.array_equal(got[k], v) for k, v in wanted[j].items()):
+                failures.append(f"thread {start} call {i}")
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_runners_refuse_bad_inputs_alike(built):
+    path, loaded = built["hpt"]
+    lite, reason = choose_runner(path, loaded, "serving_default", [{"x": np.arange(3.0)}])
+    assert isinstance(lite, TFLiteRunner), reason
+    saved = SavedModelRunner(loaded, "serving_default")
+    for runner in (lite, saved):
+        with pytest.raises(ValueError, match="missing"):
+            runner({})
+        with pytest.raises(ValueError, match="unknown"):
+            runner({"x": np.zeros(2, np.float32), "z": np.zeros(2, np.float32)})
+        with pytest.raises(ValueError, match="does not fit"):
+            runner({"x": np.zeros((2, 2), np.float32)})
+        with pytest.raises(TypeError, match="cannot be cast"):
+            runner({"x": np.array(["a"])})
+        # float64 and int inputs are cast to float32, as tf.constant would.
+        np.testing.assert_array_equal(runner({"x": np.array([2.0, 4.0])})["y"], [3.0, 4.0])
+
+
+def test_half_plus_two_tf1_model_on_tflite(built):
+    path, loaded = built["hpt"]
+    probes = [{"x": np.array([0.0, 1.0, -3.5], np.float32)}, {"x": np.array([1e6], np.float32)}]
+    runner, reason = choose_runner(path, loaded, "serving_default", probes)
+    assert isinstance(runner, TFLiteRunner), reason
+    assert runner.inputs == {"x": TensorSpec("x", np.dtype(np.float32), (-1,))}
+    x = np.linspace(-100, 100, 501, dtype=np.float32)
+    want = np.float32(0.5) * x + np.float32(2.0)
+    np.testing.assert_array_equal(runner({"x": x})["y"], want)
+    np.testing.assert_array_equal(runner({"x": x[:1]})["y"], want[:1])
+
+
+def test_keras_export_on_tflite_matches_savedmodel(built):
+    path, loaded, weights = built["keras"]
+    rng = np.random.default_rng(3)
+    probes = [{"features": rng.normal(size=(1, 6)).astype(np.float32)} for _ in range(3)]
+    key = "serve"
+    reference = SavedModelRunner(loaded, key)
+    (name,) = reference.inputs
+    probes = [{name: p["features"]} for p in probes]
+    runner, reason = choose_runner(path, loaded, key, probes)
+    w1, b1, w2, b2 = weights
+    x = np.concatenate([p[name] for p in probes])
+    want = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    np.testing.assert_allclose(runner({name: x})[next(iter(reference.outputs))], want, rtol=1e-5)
+    if isinstance(runner, TFLiteRunner):
+        for label, inputs in runtimes.probe_batches(probes, reference.inputs):
+            assert _bits_equal(runner(inputs), reference(inputs)), label
+    else:  # allowed only with a stated difference, never silently
+        assert "differ" in reason, reason
+
+
+def test_unsupported_ops_fall_back_with_the_op_names(built):
+    path, loaded = built["grad"]
+    probes = [{"x": np.array([[1.0, 2.0], [-1.0, 0.5]], np.float32)}]
+    runner, reason = choose_runner(path, loaded, "grad", probes)
+    assert isinstance(runner, SavedModelRunner)
+    assert reason.startswith("savedmodel: TFLite not used")
+    assert "ReluGrad" in reason
+    x = probes[0]["x"]
+    w = np.array([[1.0, -1.0], [0.5, 2.0]], np.float32)
+    np.testing.assert_array_equal(runner({"x": x})["y"], np.maximum(x @ w, 0).sum(axis=1))
+    with pytest.raises(RuntimeError, match="ReluGrad"):
+        choose_runner(path, loaded, "grad", probes, mode="tflite")
+
+
+def test_different_answers_fall_back_and_forced_tflite_says_by_how_much(built, monkeypatch):
+    """A conversion that answers differently (here: half_plus_three's) is never chosen in auto."""
+    path, loaded = built["hpt"]
+
+    other = tf.Module()
+    other.f = tf.function(
+        lambda x: {"y": 0.5 * x + 3.0},
+        input_signature=[tf.TensorSpec([None], tf.float32, name="x")],
+    )
+    wrong = runtimes.convert_concrete_function(other.f.get_concrete_function(), other)
+    monkeypatch.setattr(runtimes, "convert_concrete_function", lambda function, loaded: wrong)
+    monkeypatch.setattr(runtimes, "convert_saved_model", lambda path, key: wrong)
+    probes = [{"x": np.array([1.0, 2.0], np.float32)}]
+    runner, reason = choose_runner(path, loaded, "serving_default", probes)
+    assert isinstance(runner, SavedModelRunner)
+    assert "probe 0 x 1 rows: output 'y': 1 of 1 values differ, largest difference 1" in reason
+    forced, why = choose_runner(path, loaded, "serving_default", probes, mode="tflite")
+    assert isinstance(forced, TFLiteRunner)
+    assert why.startswith("tflite (from_concrete_functions, XNNPACK): forced by the setting")
+    np.testing.assert_array_equal(forced({"x": np.array([2.0], np.float32)})["y"], [4.0])
+
+
+def test_modes(built):
+    path, loaded = built["hpt"]
+    probe = [{"x": np.array([1.0], np.float32)}]
+    runner, reason = choose_runner(path, loaded, "serving_default", probe, mode="savedmodel")
+    assert isinstance(runner, SavedModelRunner) and reason == "savedmodel: forced by the setting"
+    runner, reason = choose_runner(path, loaded, "serving_default", [], mode="auto")
+    assert isinstance(runner, SavedModelRunner) and "no probe inputs" in reason
+    runner, reason = choose_runner(path, loaded, "serving_default", [], mode="tflite")
+    assert isinstance(runner, TFLiteRunner)
+    with pytest.raises(ValueError, match="Expected one of"):
+        choose_runner(path, loaded, "serving_default", probe, mode="fast")
+    with pytest.raises(KeyError, match="no signature 'nope'"):
+        choose_runner(path, loaded, "nope", probe)
+
+
+def test_conversion_cache_keeps_flatbuffers_and_failures(built, tmp_path, monkeypatch):
+    hpt_path, hpt = built["hpt"]
+    grad_path, grad = built["grad"]
+    probes = [{"x": np.array([1.0, -2.0], np.float32)}]
+    grad_probes = [{"x": np.ones((1, 2), np.float32)}]
+    first, _ = choose_runner(hpt_path, hpt, "serving_default", probes, cache_dir=tmp_path)
+    assert isinstance(first, TFLiteRunner)
+    _, why = choose_runner(grad_path, grad, "grad", grad_probes, cache_dir=tmp_path)
+    names = sorted(p.name.split("-", 1)[1] for p in tmp_path.iterdir())
+    assert names == ["from_concrete_functions.failed", "from_concrete_functions.tflite"]
+
+    def no_conversion(*args):
+        raise AssertionError("converted although cached")
+
+    monkeypatch.setattr(runtimes, "convert_concrete_function", no_conversion)
+    monkeypatch.setattr(runtimes, "convert_saved_model", no_conversion)
+    again, reason = choose_runner(hpt_path, hpt, "serving_default", probes, cache_dir=tmp_path)
+    assert isinstance(again, TFLiteRunner), reason
+    np.testing.assert_array_equal(again({"x": np.array([4.0], np.float32)})["y"], [4.0])
+    _, why_again = choose_runner(grad_path, grad, "grad", grad_probes, cache_dir=tmp_path)
+    assert why_again == why and "ReluGrad" in why
+    # Another signature key is another entry: not found, so it would convert.
+    other = runtimes.ConversionCache(tmp_path, hpt_path, "other")
+    assert other.get("from_concrete_functions") == (None, None)
+
+
+def test_example_probes_read_both_metadata_formats():
+    one = {"inputs": TensorSpec("inputs", np.dtype(np.float32), (-1, 3))}
+    two = {
+        "image": TensorSpec("image", np.dtype(np.float32), (-1, 2, 1)),
+        "k": TensorSpec("k", np.dtype(np.int64), (-1,)),
+    }
+    v1 = runtimes.example_probes([{"inputs": [1, 2, 3]}, {"inputs": [1, 2]}], one)
+    assert len(v1) == 1 and v1[0]["inputs"].dtype == np.float32
+    np.testing.assert_array_equal(v1[0]["inputs"], [[1, 2, 3]])
+    v2 = runtimes.example_probes(
+        [{"inputs": {"image": [[0.5], [1.5]], "k": 7}, "label": 3}, {"inputs": {"image": [[1]]}}],
+        two,
+    )
+    assert len(v2) == 1
+    assert v2[0]["image"].shape == (1, 2, 1) and v2[0]["k"].tolist() == [7]
+
+
+def test_probe_batches_tile_each_probe_and_mix_them():
+    specs = {"x": TensorSpec("x", np.dtype(np.float32), (-1, 2))}
+    probes = [{"x": np.array([[1, 1]], np.float32)}, {"x": np.array([[2, 2], [3, 3]], np.float32)}]
+    calls = dict(runtimes.probe_batches(probes, specs))
+    assert list(calls) == [
+        "probe 0 x 1 rows", "probe 0 x 2 rows", "probe 0 x 7 rows", "probe 0 x 64 rows",
+        "probe 1 x 1 rows", "probe 1 x 2 rows", "probe 1 x 7 rows", "probe 1 x 64 rows",
+        "2 probes mixed x 64 rows",
+    ]  # fmt: skip
+    np.testing.assert_array_equal(calls["probe 1 x 7 rows"]["x"][:, 0], [2, 3, 2, 3, 2, 3, 2])
+    np.testing.assert_array_equal(calls["2 probes mixed x 64 rows"]["x"][:4, 0], [1, 2, 3, 1])
+
+
+# --- a trained model ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_model_dir(tmp_path_factory: pytest.TempPathFactory, default_train_args) -> Path:
+    """The default model trained by `python -m model.train` with the Makefile's arguments,
+    but 2 epochs (seconds), into a temporary models root."""
+    args = list(default_train_args)
+    args[args.index("--epochs") + 1] = "2"
+    root = tmp_path_factory.mktemp("trained")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0"}
+    command = [sys.executable, "-m", "model.train", *args, "--models-root", str(root)]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (version,) = (root / args[args.index("--name") + 1]).iterdir()
+    return version
+
+
+def test_trained_model_hard_outputs_bit_identical_over_held_out_set(trained_model_dir):
+    import json
+
+    from model.data import load_split
+
+    loaded = tf.saved_model.load(str(trained_model_dir))
+    metadata = json.loads((trained_model_dir / "assets.extra" / "diffround.json").read_text())
+    probes = [{"inputs": np.asarray([e["inputs"]], np.float32)} for e in metadata["examples"]]
+    runner, reason = choose_runner(str(trained_model_dir), loaded, "serving_default", probes)
+    assert isinstance(runner, TFLiteRunner), reason
+    reference = SavedModelRunner(loaded, "serving_default")
+    held_out = load_split().x_test
+    whole = reference({"inputs": held_out})
+    assert _bits_equal(runner({"inputs": held_out}), whole)
+    for size in (1, 64, 7):  # the same rows in other batch sizes on the same interpreter
+        for start in range(0, len(held_out), size if size > 1 else 37):
+            rows = held_out[start : start + size]
+            got = runner({"inputs": rows})["outputs"]
+            np.testing.assert_array_equal(got, whole["outputs"][start : start + size])
+    assert set(np.unique(whole["outputs"])) <= {0.0, 1.0}
+
+    grad, why = choose_runner(str(trained_model_dir), loaded, "grad", probes)
+    assert isinstance(grad, SavedModelRunner) and "ops TFLite's builtins lack" in why
+
+
+def test_uninitialised_variables_from_saved_model_are_caught(trained_model_dir):
+    """`from_saved_model` leaves this export's variables as resource variables that nothing
+    initialises in TFLite (NaN, garbage or a READ_VARIABLE failure): never taken as equal."""
+    loaded = tf.saved_model.load(str(trained_model_dir))
+    content = runtimes.convert_saved_model(str(trained_model_dir), "serving_default")
+    reference = SavedModelRunner(loaded, "serving_default")
+    rows = np.random.default_rng(0).integers(0, 17, (3, 64)).astype(np.float32)
+    calls = runtimes.probe_batches([{"inputs": rows}], reference.inputs)
+    for xnnpack in (True, False):
+        lite = TFLiteRunner(
+            content, "serving_default", reference.inputs, reference.outputs, xnnpack=xnnpack
+        )
+        assert runtimes.compare(reference, lite, calls) is not None, xnnpack
