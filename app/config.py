@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         workers: uvicorn worker processes (`WORKERS`, 1).
         log_level: Log level (`LOG_LEVEL`, info).
         shutdown_grace_s: Seconds in-flight requests get after SIGTERM (`SHUTDOWN_GRACE_S`, 10).
+        runtime: How signatures run (`RUNTIME`): `auto` (default) converts each
+            inference signature to TensorFlow Lite and serves it only where its
+            answers are bit-identical to the SavedModel's on the warm-up inputs
+            at 1, 2, 7 and 64 rows; `tflite` forces it; `savedmodel` never converts.
     """
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
@@ -54,11 +58,12 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     shutdown_grace_s: float = Field(default=10.0, ge=0.0)
+    runtime: Literal["auto", "tflite", "savedmodel"] = "auto"
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "runtime", mode="before")
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
-        """Accept `LOG_LEVEL=INFO` as well as `info`."""
+        """Accept `LOG_LEVEL=INFO` (or `RUNTIME=TFLite`) as well as lower case."""
         return value.lower() if isinstance(value, str) else value
 
     @property

@@ -27,7 +27,7 @@ class InvalidModel(Exception):
     """A SavedModel that cannot be served; the message says why (no paths)."""
 
 
-class ModelCallError(Exception):
+class ModelCallError(ValueError):
     """The model refused the inputs at call time (a graph's own shape or value check).
 
     The message is TensorFlow's first line, without paths; callers report it as
@@ -123,9 +123,11 @@ class SavedModelRunner:
         function: `loaded.signatures[name]`.
     """
 
+    runtime = "savedmodel"
+
     def __init__(self, name: str, function: Any) -> None:
         self.name = name
-        self._function = function
+        self.function = function
         self.strict_shapes = type(function).__name__ != "WrappedFunction"
         _, kwargs = function.structured_input_signature
         self.inputs = {key: _spec(key, spec.dtype, spec.shape) for key, spec in kwargs.items()}
@@ -133,6 +135,7 @@ class SavedModelRunner:
         if not isinstance(outputs, dict):
             raise InvalidModel(f"signature '{name}' does not return named outputs")
         self.outputs = {key: _spec(key, value.dtype, value.shape) for key, value in outputs.items()}
+        self._dtypes = {key: spec.dtype for key, spec in kwargs.items()}
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the signature on NumPy arrays.
@@ -140,17 +143,22 @@ class SavedModelRunner:
         Raises:
             ModelCallError: The graph refused the inputs (shape or value checks inside it).
         """
-        tensors = {
-            key: tf.constant(value, dtype=tf.string)
-            if self.inputs[key].dtype == np.object_
-            else tf.constant(value)
-            for key, value in inputs.items()
-        }
         try:
-            result = self._function(**tensors)
+            tensors = {
+                key: tf.constant(value, dtype=self._dtypes[key]) for key, value in inputs.items()
+            }
+        except KeyError as exc:
+            raise ModelCallError(f"unknown input {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ModelCallError(graph_error_message(exc)) from None
+        try:
+            result = self.function(**tensors)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise ModelCallError(graph_error_message(exc)) from None
-        return {key: value.numpy() for key, value in result.items()}
+        return {key: result[key].numpy() for key in self.outputs}
+
+    def __repr__(self) -> str:
+        return f"SavedModelRunner({self.name!r})"
 
 
 class Predictor:
@@ -164,7 +172,7 @@ class Predictor:
     """
 
     def __init__(self, loaded: Any) -> None:
-        self._loaded = loaded  # keeps the variables alive
+        self.loaded = loaded  # keeps the variables alive
         self.runners: dict[str, SignatureRunner] = {}
         for name, function in loaded.signatures.items():
             try:

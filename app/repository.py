@@ -33,7 +33,7 @@ from app.errors import ModelNotFound, ModelNotReady
 from app.metadata import METADATA_FILE, read_model_info, without_paths
 from app.metrics import ServiceMetrics
 from app.predictor import InvalidModel, SignatureRunner, load_predictor
-from app.served import ServedVersion
+from app.served import ServedVersion, select_runtimes
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +249,7 @@ class ModelRepository:
 
         served = ServedVersion(name, version, predictor, info, make_batcher)
         served.warm_up()
+        select_runtimes(served, path, settings.runtime)
         return served
 
     def _freeze_heap(self) -> None:

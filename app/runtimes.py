@@ -1,10 +1,10 @@
 """Model runtimes: one signature of a SavedModel behind one call interface, and the choice.
 
-Two runners implement the contract's `SignatureRunner` (NumPy in, NumPy out):
+Two runners implement `app.predictor.SignatureRunner` (NumPy in, NumPy out):
 
-- `SavedModelRunner`, the reference: the loaded SavedModel's concrete signature
-  function (`loaded.signatures[key]`). A call costs 150-300 us of TensorFlow
-  dispatch however small the model.
+- `app.predictor.SavedModelRunner`, the reference: the loaded SavedModel's
+  concrete signature function (`loaded.signatures[key]`). A call costs
+  150-300 us of TensorFlow dispatch however small the model.
 - `TFLiteRunner`: the same signature converted with `tf.lite.TFLiteConverter`
   and run by `tf.lite.Interpreter(num_threads=1)`. A 1-row call of a small
   model costs a few microseconds.
@@ -39,10 +39,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import tensorflow as tf
+
+from app.predictor import SavedModelRunner, SignatureRunner, TensorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -54,31 +56,6 @@ UNSUPPORTED = "ops TFLite's builtins lack: "
 
 Mode = Literal["auto", "tflite", "savedmodel"]
 MODES: tuple[str, ...] = ("auto", "tflite", "savedmodel")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of a signature.
-
-    Attributes:
-        name: The signature's key for it.
-        dtype: NumPy dtype (`np.float32`, `np.int64`, ...; `np.object_` for strings).
-        shape: Dimensions, -1 for a variable one; None when the rank is unknown.
-    """
-
-    name: str
-    dtype: np.dtype
-    shape: tuple[int, ...] | None
-
-
-class SignatureRunner(Protocol):
-    """What the service calls: one signature, NumPy arrays in and out (contract, section C)."""
-
-    name: str
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
-
-    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 def _tensor_spec(name: str, spec: tf.TensorSpec) -> TensorSpec:
@@ -146,38 +123,6 @@ def check_inputs(specs: dict[str, TensorSpec], inputs: dict[str, np.ndarray]) ->
     return arrays
 
 
-class SavedModelRunner:
-    """The reference runtime: a SavedModel signature's concrete function, NumPy in and out.
-
-    Thread-safe (TensorFlow's concrete functions are).
-
-    Args:
-        loaded: The object `tf.saved_model.load` returned (kept alive: it owns the variables).
-        key: The signature key, e.g. "serving_default".
-
-    Raises:
-        KeyError: The SavedModel has no signature `key`.
-    """
-
-    runtime = "savedmodel"
-
-    def __init__(self, loaded: Any, key: str) -> None:
-        if key not in loaded.signatures:
-            raise KeyError(f"the SavedModel has no signature '{key}'")
-        self._loaded = loaded
-        self.function = loaded.signatures[key]
-        self.name = key
-        self.inputs, self.outputs = signature_specs(self.function)
-
-    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        arrays = check_inputs(self.inputs, inputs)
-        result = self.function(**dict(zip(self.inputs, arrays, strict=True)))
-        return {name: result[name].numpy() for name in self.outputs}
-
-    def __repr__(self) -> str:
-        return f"SavedModelRunner({self.name!r})"
-
-
 class TFLiteRunner:
     """A signature converted to TensorFlow Lite, on one single-threaded interpreter.
 
@@ -202,6 +147,7 @@ class TFLiteRunner:
     """
 
     runtime = "tflite"
+    strict_shapes = True
 
     def __init__(
         self,
@@ -581,7 +527,9 @@ def choose_runner(
             f"Invalid value received for argument `mode`. Expected one of {MODES}. "
             f"Received: mode={mode!r}"
         )
-    reference = SavedModelRunner(loaded, key)
+    if key not in loaded.signatures:
+        raise KeyError(f"the SavedModel has no signature '{key}'")
+    reference = SavedModelRunner(key, loaded.signatures[key])
     if mode == "savedmodel":
         return reference, "savedmodel: forced by the setting"
     if mode == "auto" and not probe_inputs:

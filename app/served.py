@@ -1,8 +1,10 @@
 """A loaded, validated, warmed-up model version: its signatures, metadata and batchers."""
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +12,9 @@ import numpy as np
 from app.batching import Batcher, Tensors, row_count, split_dict
 from app.metadata import ModelInfo, warm_up_inputs
 from app.predictor import GRAD_SIGNATURE, InvalidModel, Predictor, SignatureRunner
+from app.runtimes import choose_runner
+
+logger = logging.getLogger(__name__)
 
 #: Batch sizes every signature is called with before the version serves.
 WARM_UP_BATCHES = (1, 2)
@@ -48,6 +53,8 @@ class ServedVersion:
     info: ModelInfo
     make_batcher: Callable[[str, Callable[[Tensors], Tensors]], Batcher[Tensors]]
     loaded_at: float = field(default_factory=time.time)
+    #: Signature -> (runtime, why): "tflite" or "savedmodel" and the reason.
+    runtimes: dict[str, tuple[str, str]] = field(default_factory=dict)
     _batchers: dict[BatchKey, Batcher[Tensors]] = field(default_factory=dict)
 
     @property
@@ -128,4 +135,71 @@ class ServedVersion:
         return row_count(inputs)
 
 
-__all__ = ["ServedVersion", "batchable", "split_dict"]
+class _Renamed:
+    """One runner under a second signature key (`serve` beside `serving_default`)."""
+
+    def __init__(self, runner: SignatureRunner, name: str) -> None:
+        self._runner = runner
+        self.name = name
+        self.inputs = runner.inputs
+        self.outputs = runner.outputs
+        self.strict_shapes = runner.strict_shapes
+        self.runtime = getattr(runner, "runtime", "savedmodel")
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        return self._runner(inputs)
+
+
+def select_runtimes(served: ServedVersion, path: Path, mode: str) -> None:
+    """Serve each inference signature with TensorFlow Lite where it is proven equal.
+
+    `app.runtimes.choose_runner` converts the signature and keeps TFLite only
+    when its answers are bit-identical to the SavedModel's on the warm-up
+    inputs tiled to 1, 2, 7 and 64 rows (`auto`), or whenever it runs
+    (`tflite`). The `grad` signature (gradient ops TFLite's builtins lack) and
+    TF1 graph exports (whose declared shapes are not what their graphs take)
+    stay on the SavedModel. Signatures sharing one concrete function (`serve`
+    and `serving_default`) share one conversion.
+
+    Args:
+        served: The warmed-up version; its runners are replaced in place.
+        path: Its directory.
+        mode: `auto`, `tflite` or `savedmodel` (the `RUNTIME` setting).
+    """
+    runners = served.predictor.runners
+    chosen: dict[str, tuple[SignatureRunner, str]] = {}
+    for key, runner in list(runners.items()):
+        if key == GRAD_SIGNATURE or not runner.strict_shapes:
+            why = "gradient signature" if key == GRAD_SIGNATURE else "TF1 graph export"
+            served.runtimes[key] = ("savedmodel", f"savedmodel: {why}, not converted")
+            continue
+        function_name = getattr(getattr(runner, "function", None), "name", key)
+        if function_name not in chosen:
+            probes = warm_up_inputs(served.info, runner)
+            try:
+                chosen[function_name] = choose_runner(
+                    str(path),
+                    served.predictor.loaded,
+                    key,
+                    probes,
+                    mode,  # type: ignore[arg-type]
+                )
+            except Exception as exc:  # RUNTIME=tflite and no conversion runs: refuse the version
+                raise InvalidModel(f"signature '{key}' cannot run on TFLite ({exc})") from exc
+        replacement, reason = chosen[function_name]
+        if replacement.name != key:
+            replacement = _Renamed(replacement, key)
+        runners[key] = replacement
+        served.runtimes[key] = (getattr(replacement, "runtime", "savedmodel"), reason)
+        logger.info(
+            "signature runtime chosen",
+            extra={
+                "model": served.name,
+                "version": served.version,
+                "signature": key,
+                "runtime": reason,
+            },
+        )
+
+
+__all__ = ["ServedVersion", "batchable", "select_runtimes", "split_dict"]

@@ -104,6 +104,9 @@ class ModelStatus(BaseModel):
     default: bool
     signatures: list[str]
     gradients: bool
+    runtimes: dict[str, dict[str, str]] = Field(
+        description="Per signature: `tflite` or `savedmodel`, and why (RUNTIME setting)."
+    )
 
 
 class ModelList(BaseModel):
@@ -175,6 +178,12 @@ async def list_models(repository: RepositoryDep) -> dict[str, Any]:
                 "default": entry.name == default,
                 "signatures": sorted(entry.serving.runners) if entry.serving else [],
                 "gradients": bool(entry.serving and entry.serving.info.grad is not None),
+                "runtimes": {
+                    key: {"runtime": runtime, "reason": reason}
+                    for key, (runtime, reason) in sorted(entry.serving.runtimes.items())
+                }
+                if entry.serving
+                else {},
             }
             for entry in repository.entries()
         ]

@@ -26,6 +26,9 @@ def make_settings(models_root: Path, **overrides: object) -> Settings:
         "poll_interval_s": 0.2,
         "api_key": None,
         "default_model": "digit-bits",
+        # Converting to TFLite costs about a second a load; the runtime tests and the
+        # real-server tests (test_app_server, tests/reliability) run the default, auto.
+        "runtime": "savedmodel",
     }
     values.update(overrides)
     return Settings(**values)

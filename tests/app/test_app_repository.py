@@ -245,9 +245,43 @@ def test_dot_named_directories_are_ignored(
                 "default": True,
                 "signatures": ["grad", "serving_default"],
                 "gradients": True,
+                "runtimes": {
+                    "grad": {
+                        "runtime": "savedmodel",
+                        "reason": "savedmodel: gradient signature, not converted",
+                    },
+                    "serving_default": {
+                        "runtime": "savedmodel",
+                        "reason": "savedmodel: forced by the setting",
+                    },
+                },
             }
         ]
     }
+
+
+def test_runtime_auto_serves_tflite_where_it_answers_bit_identically(
+    models_root: Path, run
+) -> None:
+    rows = digit_rows(70, seed=12)
+    expected = reference_outputs(models_root / "digit-bits" / "1", rows)["outputs"]
+
+    async def go():
+        async with serving(make_settings(models_root, runtime="auto")) as client:
+            models = (await client.get("/models")).json()
+            answers = [
+                await client.post("/predict", json={"inputs": rows[i : i + n].tolist()})
+                for i, n in ((0, 1), (1, 7), (8, 62))
+            ]
+            return models, answers
+
+    models, answers = run(go())
+    runtimes = models["models"][0]["runtimes"]
+    assert runtimes["serving_default"]["runtime"] == "tflite"
+    assert "bit-identical" in runtimes["serving_default"]["reason"]
+    assert runtimes["grad"]["runtime"] == "savedmodel"
+    got = np.concatenate([predicted_outputs(a.json()) for a in answers])
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_two_models_default_and_named_requests(
