@@ -212,10 +212,14 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = error_response(
-                self._too_large(int(declared)), request_id_of(scope), scope["path"]
-            )
+        # Length-checked before int(): Python refuses to convert more than 4300 digits.
+        if (
+            declared is not None
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > self.max_bytes)
+        ):
+            size = int(declared) if len(declared) <= 18 else None
+            response = error_response(self._too_large(size), request_id_of(scope), scope["path"])
             await response(scope, receive, send)
             return
         received = 0

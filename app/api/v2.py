@@ -41,6 +41,7 @@ from app.validation import (
     decode_json,
     kind,
     numbers_to_array,
+    parse_numeric_header,
     require_object,
 )
 
@@ -270,12 +271,13 @@ async def _infer(
         check_json_content_type(request.headers.get("content-type"))
     body = await request.body()
     if declared is not None:
-        if not (declared.isascii() and declared.isdigit()) or int(declared) > len(body):
+        length = parse_numeric_header(declared, HEADER_LENGTH)
+        if length > len(body):
             raise InvalidInput(
                 f"{HEADER_LENGTH} must be the byte length of the JSON header "
                 f"(0..{len(body)}), got {declared[:32]!r}."
             )
-        header, binary = body[: int(declared)], body[int(declared) :]
+        header, binary = body[:length], body[length:]
     else:
         header, binary = body, b""
     document = require_object(decode_json(header), ("id", "parameters", "inputs", "outputs"))
