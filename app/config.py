@@ -36,6 +36,17 @@ class Settings(BaseSettings):
         workers: uvicorn worker processes (`WORKERS`, 1).
         log_level: Log level (`LOG_LEVEL`, info).
         shutdown_grace_s: Seconds in-flight requests get after SIGTERM (`SHUTDOWN_GRACE_S`, 10).
+        max_response_bytes: Most bytes one response may carry (`MAX_RESPONSE_BYTES`, 32 MiB):
+            a request whose answer would be larger gets 413 before the answer is built.
+        max_concurrent_requests: Most model requests in flight at once, per worker
+            (`MAX_CONCURRENT_REQUESTS`, 64): more get 503 with `Retry-After`. A request
+            counts until its response is handed to the socket, so with
+            `MAX_RESPONSE_BYTES` it bounds the memory of unread responses
+            (64 x 32 MiB = 2 GiB at worst). Health, metrics and docs are not counted.
+        max_connections: Most open connections (idle keep-alive ones included), per worker,
+            before uvicorn answers 503 (`MAX_CONNECTIONS`, 1024; its `limit_concurrency`).
+        model_load_timeout_s: How long loading and warming up one model version may take
+            (`MODEL_LOAD_TIMEOUT_S`, 300) before it is refused and other models' scans go on.
     """
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
@@ -54,6 +65,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     shutdown_grace_s: float = Field(default=10.0, ge=0.0)
+    max_response_bytes: int = Field(default=32 * MIB, ge=1024)
+    max_concurrent_requests: int = Field(default=64, ge=1)
+    max_connections: int = Field(default=1024, ge=1)
+    model_load_timeout_s: float = Field(default=300.0, gt=0.0)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -18,7 +18,12 @@ from app.api.handlers import install_error_handlers
 from app.config import Settings, get_settings
 from app.main_version import VERSION
 from app.metrics import ServiceMetrics
-from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
+from app.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    ConcurrencyLimitMiddleware,
+    ObservabilityMiddleware,
+)
 from app.predictor import limit_tensorflow_threads
 from app.repository import ModelRepository
 
@@ -122,6 +127,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ConcurrencyLimitMiddleware,
+        max_in_flight=settings.max_concurrent_requests,
+        open_paths=OPEN_PATHS,
+        open_prefixes=OPEN_PREFIXES,
+    )
     api_key = settings.api_key_value
     if api_key is not None:
         app.add_middleware(

@@ -2,7 +2,7 @@
 
 Pure ASGI (not `BaseHTTPMiddleware`) because each layer runs on every
 request and must cost microseconds. Order, outermost first (see `main.py`):
-observability -> API key -> body limit -> routes.
+observability -> API key -> concurrency limit -> body limit -> routes.
 """
 
 import hashlib
@@ -13,11 +13,13 @@ import time
 import uuid
 from collections.abc import Iterable
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import (
     GENERIC_500,
     InternalError,
+    Overloaded,
     PayloadTooLarge,
     Unauthorized,
     error_response,
@@ -25,6 +27,9 @@ from app.errors import (
 from app.metrics import ServiceMetrics
 
 logger = logging.getLogger("app.requests")
+
+#: nginx's status for a request whose client hung up before it was answered.
+CLIENT_CLOSED_REQUEST = 499
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -48,7 +53,8 @@ class ObservabilityMiddleware:
     An incoming `X-Request-ID` of up to 128 safe characters is kept; otherwise
     a new one is made. Anything a route raises that no handler took becomes a
     generic 500 `{"error", "request_id"}`, with the traceback only in the log.
-    Successful requests are logged at debug level, 4xx and 503 at info, other 5xx at error.
+    Successful requests are logged at debug level, 4xx and 503 at info, other 5xx at error;
+    a client that hung up mid-request is counted and logged (info) with status 499.
 
     Args:
         app: The wrapped ASGI app.
@@ -84,6 +90,10 @@ class ObservabilityMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The route's handler answers these with 499; one raised outside a route
+            # (a middleware reading the body) lands here: the same status, never a 500.
+            status = CLIENT_CLOSED_REQUEST
         except Exception:
             logger.exception(
                 "unhandled error",
@@ -181,6 +191,61 @@ class ApiKeyMiddleware:
         await error_response(Unauthorized(message), request_id_of(scope), path)(
             scope, receive, send
         )
+
+
+class ConcurrencyLimitMiddleware:
+    """Answer 503 (with `Retry-After: 1`) when `max_in_flight` requests are already running.
+
+    A request counts from its start until the route has handed its whole
+    response to the socket: uvicorn's `send` waits while the socket's write
+    buffer is full, so a client that never reads its answer keeps its request
+    counted. The bound on in-flight requests is thus also a bound on the
+    memory held by unread responses (`max_in_flight` x `MAX_RESPONSE_BYTES`).
+    Idle keep-alive connections do not count (uvicorn's `limit_concurrency`
+    would count them); open paths (health, metrics, docs) are never refused,
+    so probes keep answering under overload.
+
+    Args:
+        app: The wrapped ASGI app.
+        max_in_flight: The bound (`MAX_CONCURRENT_REQUESTS`).
+        open_paths: Exact paths never counted or refused.
+        open_prefixes: Path prefixes never counted or refused.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_in_flight: int,
+        open_paths: Iterable[str] = (),
+        open_prefixes: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self._open_paths = frozenset(open_paths)
+        self._open_prefixes = tuple(open_prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request if there is room, else answer 503."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in self._open_paths or path.startswith(self._open_prefixes):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            error = Overloaded(
+                f"The service is busy: {self.max_in_flight} requests are in flight "
+                "(MAX_CONCURRENT_REQUESTS); retry shortly."
+            )
+            await error_response(error, request_id_of(scope), path)(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class BodyLimitMiddleware:

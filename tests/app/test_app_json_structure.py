@@ -61,8 +61,9 @@ keys = st.text(alphabet='ab"\\:[]{}\n', max_size=4)
 scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.floats(-1, 1) | keys
 documents = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.lists(st.tuples(keys, children), max_size=4),  # pairs: an object, repeats allowed
+    lambda children: (
+        st.lists(children, max_size=4) | st.lists(st.tuples(keys, children), max_size=4)
+    ),  # pairs: an object, repeats allowed
     max_leaves=30,
 )
 
