@@ -6,10 +6,18 @@ The codecs estimate what they are about to encode (`json_bytes_bound`,
 service build and buffer a response of hundreds of megabytes.
 """
 
+from contextvars import ContextVar
+
 import numpy as np
 
 from app.config import Settings
 from app.errors import ResponseTooLarge
+
+#: The current request's response budget in bytes (set per request by
+#: `ResponseBudgetMiddleware`; None outside a request): `NumpyJSONResponse`
+#: checks every answer against it before encoding, a backstop behind the codecs'
+#: own earlier `check_response_budget` calls.
+RESPONSE_BUDGET: ContextVar[int | None] = ContextVar("response_budget", default=None)
 
 #: Most characters orjson writes for one float or bool, with its separator: float32
 #: `-1.1754944e-38,` (15; float16 is written through float32), float64
@@ -65,8 +73,16 @@ def check_response_budget(n_bytes_estimate: int, settings: Settings) -> None:
     Raises:
         ResponseTooLarge: 413 on every protocol, naming the estimate and the setting.
     """
-    limit = settings.max_response_bytes
-    if n_bytes_estimate > limit:
+    check_response_bytes(n_bytes_estimate, settings.max_response_bytes)
+
+
+def check_response_bytes(n_bytes_estimate: int, limit: int | None) -> None:
+    """`check_response_budget` with the limit itself (None: no limit).
+
+    Raises:
+        ResponseTooLarge: `n_bytes_estimate` is over `limit`.
+    """
+    if limit is not None and n_bytes_estimate > limit:
         raise ResponseTooLarge(
             f"The response would be about {n_bytes_estimate} bytes, over the limit of "
             f"{limit} bytes (MAX_RESPONSE_BYTES): ask for fewer outputs or rows per request."

@@ -23,6 +23,7 @@ from app.middleware import (
     BodyLimitMiddleware,
     ConcurrencyLimitMiddleware,
     ObservabilityMiddleware,
+    ResponseBudgetMiddleware,
 )
 from app.predictor import limit_tensorflow_threads
 from app.repository import ModelRepository
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ui.router)
 
     # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(ResponseBudgetMiddleware, max_bytes=settings.max_response_bytes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         ConcurrencyLimitMiddleware,

@@ -2,7 +2,7 @@
 
 Pure ASGI (not `BaseHTTPMiddleware`) because each layer runs on every
 request and must cost microseconds. Order, outermost first (see `main.py`):
-observability -> API key -> concurrency limit -> body limit -> routes.
+observability -> API key -> concurrency limit -> body limit -> response budget -> routes.
 """
 
 import hashlib
@@ -24,6 +24,7 @@ from app.errors import (
     Unauthorized,
     error_response,
 )
+from app.limits import RESPONSE_BUDGET
 from app.metrics import ServiceMetrics
 
 logger = logging.getLogger("app.requests")
@@ -246,6 +247,30 @@ class ConcurrencyLimitMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+class ResponseBudgetMiddleware:
+    """Make `MAX_RESPONSE_BYTES` the budget of every answer built for this request.
+
+    Sets `app.limits.RESPONSE_BUDGET` for the request's context, which
+    `NumpyJSONResponse` checks before encoding.
+
+    Args:
+        app: The wrapped ASGI app.
+        max_bytes: The budget (`MAX_RESPONSE_BYTES`).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request with the budget set."""
+        token = RESPONSE_BUDGET.set(self.max_bytes)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            RESPONSE_BUDGET.reset(token)
 
 
 class BodyLimitMiddleware:
