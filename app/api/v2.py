@@ -222,7 +222,7 @@ def _read_input(
             "(MAX_BATCH_ROWS); split it into smaller requests."
         )
     datatype = tensor.get("datatype")
-    if datatype not in _NUMERIC_TYPES:
+    if not isinstance(datatype, str) or datatype not in _NUMERIC_TYPES:
         raise InvalidInput(f"Input '{INPUT_NAME}' has datatype {str(datatype)[:32]!r}; send FP32.")
     parameters = tensor.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
