@@ -5,9 +5,10 @@ per-element Python work; only when that fails does a slower walk run to say
 exactly what is wrong (which row, which value, what was expected).
 """
 
+import asyncio
 import json
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -21,6 +22,16 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: would accept 1024, deep enough to exhaust Python's recursion limit in any recursive
 #: walk that a route (or NumPy, or `repr`) does on the decoded document.
 MAX_JSON_DEPTH = 64
+#: Most arrays and objects, and most strings, a request body may hold. orjson spends
+#: ~100-200 ns on each (and the garbage collector revisits every container), all
+#: holding the GIL: 8 MB of `[1],` (2 million lists) stalled the event loop for 3 s.
+#: A 4096-row batch holds 4097 lists; TF Serving's nested form of 4096 images of
+#: 8 x 8 x 1 about 300k.
+MAX_JSON_CONTAINERS = 1 << 19
+MAX_JSON_STRINGS = 1 << 18
+#: Bodies from this size on are checked (depth, containers, strings) before parsing,
+#: and `decode_json_async` decodes them in a worker thread.
+LARGE_BODY_BYTES = 64 * 1024
 #: Most digits a numeric header may have (Python's `int()` refuses more than 4300).
 MAX_HEADER_DIGITS = 18
 
@@ -114,13 +125,31 @@ def decode_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """
     if not body.strip():
         raise InvalidInput("The request body is empty: send a JSON object.")
+    structure = None
+    if len(body) >= LARGE_BODY_BYTES:
+        # Refuse what would be slow to parse before parsing it. On a text that is not
+        # valid JSON the counts may be off, but then the body is refused either way.
+        structure = json_structure(body)
+        _check_counts(structure, max_depth)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(_explain_decode_error(body, str(exc), max_depth)) from None
     if isinstance(document, dict | list):
-        _check_structure(body, document, max_depth)
+        _check_structure(body, document, max_depth, structure)
     return document
+
+
+async def decode_json_async(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`decode_json`, in a worker thread for bodies of `LARGE_BODY_BYTES` or more.
+
+    The Python-level walks then share the GIL with the event loop (the
+    interpreter switches every 5 ms); the C-level steps (orjson's parse, the
+    byte scans) are bounded by the limits on depth, containers and strings.
+    """
+    if len(body) < LARGE_BODY_BYTES:
+        return decode_json(body, max_depth)
+    return await asyncio.to_thread(decode_json, body, max_depth)
 
 
 def _too_deep(max_depth: int) -> InvalidInput:
@@ -154,8 +183,32 @@ def _explain_decode_error(body: bytes, reason: str, max_depth: int) -> str:
     return f"The request body is not valid JSON: {reason}."
 
 
-def json_structure(body: bytes) -> tuple[int, int]:
-    """How many object keys a valid JSON text holds, and how deeply it nests.
+class JsonStructure(NamedTuple):
+    """What a JSON text holds, counted without parsing it (see `json_structure`)."""
+
+    keys: int  #: object keys
+    depth: int  #: deepest nesting of arrays and objects (1 for `[]`, 0 for a scalar)
+    containers: int  #: arrays and objects
+    strings: int  #: string tokens, keys included
+
+
+def _check_counts(structure: JsonStructure, max_depth: int) -> None:
+    if structure.depth > max_depth:
+        raise _too_deep(max_depth)
+    if structure.containers > MAX_JSON_CONTAINERS:
+        raise InvalidInput(
+            f"The JSON holds {structure.containers} arrays and objects, over the limit of "
+            f"{MAX_JSON_CONTAINERS}: send tensors flat (v2 'data' is row major) or in fewer "
+            "requests."
+        )
+    if structure.strings > MAX_JSON_STRINGS:
+        raise InvalidInput(
+            f"The JSON holds {structure.strings} strings, over the limit of {MAX_JSON_STRINGS}."
+        )
+
+
+def json_structure(body: bytes) -> JsonStructure:
+    """How many keys, containers and strings a valid JSON text holds, and how deeply it nests.
 
     A linear scan with no per-byte Python work: blank every string token
     (escaped quotes first: `\\\\` pairs, then `\\"`, left to right as JSON reads
@@ -166,14 +219,16 @@ def json_structure(body: bytes) -> tuple[int, int]:
         body: A text `orjson.loads` accepted (so backslashes occur only in strings).
 
     Returns:
-        (keys, depth): depth 1 for `[]` or `{}`, 0 for a scalar.
+        The counts and the depth.
     """
     if b"\\" in body:
         body = body.replace(b"\\\\", b"__").replace(b'\\"', b"__")
     classes = np.frombuffer(body.translate(_CLASS_TABLE), np.uint8)
+    strings = 0
     if b'"' in body:
         classes = classes.copy()
         quotes = np.flatnonzero(classes == _QUOTE)
+        strings = len(quotes) // 2
         if len(quotes) <= 2 * _FEW_STRINGS:
             for start, stop in zip(quotes[0::2].tolist(), quotes[1::2].tolist(), strict=True):
                 classes[start:stop] = 0
@@ -184,12 +239,12 @@ def json_structure(body: bytes) -> tuple[int, int]:
     keys = int(np.count_nonzero(classes == _COLON))
     opens = int(np.count_nonzero(classes == _OPEN))
     if opens <= 1:
-        return keys, opens
+        return JsonStructure(keys, opens, opens, strings)
     brackets = classes[(classes & (_OPEN | _CLOSE)) != 0]
-    # +1 for an opening bracket (class 1), -1 for a closing one (class 2). int16 cannot
-    # overflow: orjson refuses documents nested deeper than 1024 levels.
-    steps = 3 - 2 * brackets.astype(np.int16)
-    return keys, int(steps.cumsum(dtype=np.int16).max())
+    # +1 for an opening bracket (class 1), -1 for a closing one (class 2). int32: a text
+    # checked before parsing may nest as deep as it is long.
+    steps = 3 - 2 * brackets.astype(np.int32)
+    return JsonStructure(keys, int(steps.cumsum().max()), opens, strings)
 
 
 _CONTAINER_TYPES = {dict, list}
@@ -216,17 +271,23 @@ def count_keys(document: Any) -> int:
     return total
 
 
-def _check_structure(body: bytes, document: dict[str, Any] | list[Any], max_depth: int) -> None:
+def _check_structure(
+    body: bytes,
+    document: dict[str, Any] | list[Any],
+    max_depth: int,
+    structure: JsonStructure | None = None,
+) -> None:
     """Reject nesting deeper than `max_depth` and objects with a repeated key.
 
     orjson silently keeps the last of repeated keys, so each repetition makes
     the decoded document hold one key fewer than the text: compare the counts.
     """
-    if body.count(b"[") + body.count(b"{") <= max_depth and b":" not in body:
-        return  # nothing to check: too few brackets to nest deeper, no key at all
-    text_keys, depth = json_structure(body)
-    if depth > max_depth:
-        raise _too_deep(max_depth)
+    if structure is None:
+        if body.count(b"[") + body.count(b"{") <= max_depth and b":" not in body:
+            return  # nothing to check: too few brackets to nest deeper, no key at all
+        structure = json_structure(body)
+        _check_counts(structure, max_depth)
+    text_keys = structure.keys
     if text_keys == 0:
         return
     # The usual request ({"inputs": [[...], ...]}): the text holds exactly one key per key

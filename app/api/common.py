@@ -17,7 +17,7 @@ from app.errors import ModelNotFound
 from app.limits import RESPONSE_BUDGET, check_response_bytes
 from app.metrics import ServiceMetrics
 from app.repository import ModelRepository
-from app.validation import check_json_content_type, decode_json
+from app.validation import check_json_content_type, decode_json_async
 
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its
@@ -96,7 +96,7 @@ async def read_json(request: Request, *, check_content_type: bool = True) -> tup
     if check_content_type:
         check_json_content_type(request.headers.get("content-type"))
     body = await request.body()
-    return body, decode_json(body)
+    return body, await decode_json_async(body)
 
 
 def may_hold_booleans(body: bytes) -> bool:

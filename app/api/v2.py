@@ -38,7 +38,7 @@ from app.repository import ModelRepository, ServedVersion
 from app.validation import (
     check_finite,
     check_json_content_type,
-    decode_json,
+    decode_json_async,
     kind,
     numbers_to_array,
     parse_numeric_header,
@@ -280,7 +280,9 @@ async def _infer(
         header, binary = body[:length], body[length:]
     else:
         header, binary = body, b""
-    document = require_object(decode_json(header), ("id", "parameters", "inputs", "outputs"))
+    document = require_object(
+        await decode_json_async(header), ("id", "parameters", "inputs", "outputs")
+    )
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string.")

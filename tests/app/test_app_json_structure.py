@@ -40,6 +40,17 @@ def reference_depth(value: Any) -> int:
     return 0
 
 
+def reference_counts(value: Any) -> tuple[int, int]:
+    """(containers, strings) of a document parsed with `object_pairs_hook=Pairs`."""
+    if isinstance(value, Pairs):
+        counts = [reference_counts(v) for _, v in value]
+        return 1 + sum(c for c, _ in counts), len(value) + sum(s for _, s in counts)
+    if isinstance(value, list):
+        counts = [reference_counts(v) for v in value]
+        return 1 + sum(c for c, _ in counts), sum(s for _, s in counts)
+    return 0, int(isinstance(value, str))
+
+
 def reference_pairs(text: str) -> tuple[int, bool]:
     """(keys in the text, whether some object repeats a key), by the standard library."""
     keys = 0
@@ -85,7 +96,12 @@ def test_structure_scan_matches_the_standard_library(value: Any, space: str) -> 
     text = to_text(value).replace(",", "," + space)
     keys_expected, repeated = reference_pairs(text)
     depth_expected = reference_depth(json.loads(text, object_pairs_hook=Pairs))
-    assert json_structure(text.encode()) == (keys_expected, depth_expected)
+    parsed = json.loads(text, object_pairs_hook=Pairs)
+    assert json_structure(text.encode()) == (
+        keys_expected,
+        depth_expected,
+        *reference_counts(parsed),
+    )
     document = orjson.loads(text)
     if repeated:
         with pytest.raises(InvalidInput, match="Duplicate key"):
@@ -114,6 +130,21 @@ def test_any_depth_is_accepted_or_refused_by_name(depth: int, opener: str) -> No
     else:
         with pytest.raises(InvalidInput, match="nested too deeply"):
             decode_json(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[" + b"[1]," * 600_000 + b"1]", "arrays and objects, over the limit"),
+        (b"[" + b'"a",' * 300_000 + b"1]", "strings, over the limit"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_large_bodies_too_costly_to_parse_are_refused_before_parsing(
+    body: bytes, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        decode_json(body)
 
 
 def test_a_large_batch_scans_in_linear_time() -> None:
