@@ -129,7 +129,7 @@ def decode_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     if len(body) >= LARGE_BODY_BYTES:
         # Refuse what would be slow to parse before parsing it. On a text that is not
         # valid JSON the counts may be off, but then the body is refused either way.
-        structure = json_structure(body)
+        structure = json_structure(body, MAX_JSON_CONTAINERS)
         _check_counts(structure, max_depth)
     try:
         document = orjson.loads(body)
@@ -193,8 +193,6 @@ class JsonStructure(NamedTuple):
 
 
 def _check_counts(structure: JsonStructure, max_depth: int) -> None:
-    if structure.depth > max_depth:
-        raise _too_deep(max_depth)
     if structure.containers > MAX_JSON_CONTAINERS:
         raise InvalidInput(
             f"The JSON holds {structure.containers} arrays and objects, over the limit of "
@@ -205,9 +203,11 @@ def _check_counts(structure: JsonStructure, max_depth: int) -> None:
         raise InvalidInput(
             f"The JSON holds {structure.strings} strings, over the limit of {MAX_JSON_STRINGS}."
         )
+    if structure.depth > max_depth:
+        raise _too_deep(max_depth)
 
 
-def json_structure(body: bytes) -> JsonStructure:
+def json_structure(body: bytes, max_containers: int | None = None) -> JsonStructure:
     """How many keys, containers and strings a valid JSON text holds, and how deeply it nests.
 
     A linear scan with no per-byte Python work: blank every string token
@@ -217,6 +217,8 @@ def json_structure(body: bytes) -> JsonStructure:
 
     Args:
         body: A text `orjson.loads` accepted (so backslashes occur only in strings).
+        max_containers: When the text holds more arrays and objects than this,
+            skip the depth (reported as -1): the text is refused anyway.
 
     Returns:
         The counts and the depth.
@@ -240,11 +242,14 @@ def json_structure(body: bytes) -> JsonStructure:
     opens = int(np.count_nonzero(classes == _OPEN))
     if opens <= 1:
         return JsonStructure(keys, opens, opens, strings)
+    if max_containers is not None and opens > max_containers:
+        return JsonStructure(keys, -1, opens, strings)
     brackets = classes[(classes & (_OPEN | _CLOSE)) != 0]
-    # +1 for an opening bracket (class 1), -1 for a closing one (class 2). int32: a text
-    # checked before parsing may nest as deep as it is long.
-    steps = 3 - 2 * brackets.astype(np.int32)
-    return JsonStructure(keys, int(steps.cumsum().max()), opens, strings)
+    # +1 for an opening bracket (class 1), -1 for a closing one (class 2): 3 - 2 * class
+    # in uint8 is 1 or 255, which is -1 as int8. The running sum in int32: a text checked
+    # before parsing may nest as deep as it is long.
+    steps = (3 - 2 * brackets).view(np.int8)
+    return JsonStructure(keys, int(steps.cumsum(dtype=np.int32).max()), opens, strings)
 
 
 _CONTAINER_TYPES = {dict, list}
