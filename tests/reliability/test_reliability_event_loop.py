@@ -12,6 +12,9 @@ its 4xx or a correct answer.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -21,6 +24,21 @@ import orjson
 import rel_support as support
 
 SECONDS = 12.0
+#: The prober runs in its own process: in this one, the attack threads' JSON work would
+#: hold this interpreter's GIL and be measured as the server's latency.
+PROBE = """
+import json, sys, time, httpx
+url, seconds = sys.argv[1], float(sys.argv[2])
+latencies, statuses = [], []
+with httpx.Client(base_url=url, timeout=10) as client:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.perf_counter()
+        statuses.append(client.get("/healthz").status_code)
+        latencies.append(time.perf_counter() - start)
+        time.sleep(0.02)
+print(json.dumps({"latencies": latencies, "statuses": statuses}))
+"""
 P99_LIMIT_S = 0.100
 MIB = 1024 * 1024
 MODEL = "digit-bits"
@@ -34,7 +52,7 @@ def worst_bodies() -> list[tuple[str, bytes, int]]:
         ("/predict", b'{"inputs": "' + b'\\"' * (size // 2) + b'"}', 422),
         (f"/v1/models/{MODEL}:predict", b'{"instances": [' + b'"a",' * (size // 4) + b'"a"]}', 400),
         ("/grad", b'{"inputs": [' + b'{"a": 1, "a": 2},' * (size // 17) + b"1]}", 422),
-        ("/predict", b'{"inputs": [' + b"[[[1]]]," * (size // 8) + b"1]}", 413),
+        ("/predict", b'{"inputs": [' + b"[[[1]]]," * (size // 8) + b"1]}", 422),
     ]
 
 
@@ -54,7 +72,6 @@ def test_healthz_p99_stays_under_100_ms_under_the_worst_bodies_and_largest_grads
     stop = threading.Event()
     failures: list[str] = []
     counts = {"worst": 0, "grad": 0}
-    latencies: list[float] = []
     json_headers = {"content-type": "application/json"}
 
     def attack_worst() -> None:
@@ -74,7 +91,7 @@ def test_healthz_p99_stays_under_100_ms_under_the_worst_bodies_and_largest_grads
             while not stop.is_set():
                 if i % 2 == 0:
                     response = client.post("/grad", content=grad_body, headers=json_headers)
-                    got = response.json() if response.status_code == 200 else None
+                    got = orjson.loads(response.content) if response.status_code == 200 else None
                 else:
                     response = client.post(
                         f"/v2/models/{MODEL}/infer", content=v2_body, headers=json_headers
@@ -82,7 +99,7 @@ def test_healthz_p99_stays_under_100_ms_under_the_worst_bodies_and_largest_grads
                     got = (
                         {
                             t["name"]: np.reshape(t["data"], t["shape"])
-                            for t in response.json()["outputs"]
+                            for t in orjson.loads(response.content)["outputs"]
                         }
                         if response.status_code == 200
                         else None
@@ -97,26 +114,23 @@ def test_healthz_p99_stays_under_100_ms_under_the_worst_bodies_and_largest_grads
                     failures.append(str(exc)[:300])
                 counts["grad"] += 1
 
-    def probe() -> None:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
-            while not stop.is_set():
-                start = time.perf_counter()
-                response = client.get("/healthz")
-                latencies.append(time.perf_counter() - start)
-                if response.status_code != 200:
-                    failures.append(f"healthz: {response.status_code}")
-                time.sleep(0.02)
-
     threads = [threading.Thread(target=f, daemon=True) for f in (attack_worst, attack_grad)]
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
-    time.sleep(1.0)  # a baseline before the attack starts
     for thread in threads:
         thread.start()
-    time.sleep(SECONDS)
+    time.sleep(0.5)  # the attack is under way
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, server.url, str(SECONDS)],
+        capture_output=True,
+        text=True,
+        timeout=SECONDS + 60,
+        check=True,
+    )
     stop.set()
-    for thread in (*threads, prober):
+    for thread in threads:
         thread.join(60)
+    measured = json.loads(probe.stdout)
+    latencies = measured["latencies"]
+    failures += [f"healthz: {status}" for status in measured["statuses"] if status != 200]
 
     p50, p99 = np.quantile(latencies, [0.5, 0.99])
     support.record("healthz p50 / p99 under attack (ms)", f"{p50 * 1000:.1f} / {p99 * 1000:.1f}")
