@@ -286,6 +286,8 @@ class ModelEntry:
     refused: dict[int, Refusal] = field(default_factory=dict)
     #: The task bringing this model to its newest loadable version, while one runs.
     reconciling: asyncio.Task[bool] | None = None
+    #: The version being loaded and warmed up right now, if any.
+    loading: int | None = None
 
 
 class ModelRepository:
@@ -418,6 +420,7 @@ class ModelRepository:
             refusal = entry.refused.get(version)
             if refusal is not None and refusal.stamp == stamp:
                 continue
+            entry.loading = version
             try:
                 served = await self._load_with_timeout(entry.name, version, path)
             except InvalidModel as exc:
@@ -429,6 +432,8 @@ class ModelRepository:
                     extra={"model": entry.name, "version": version, "path": str(path)},
                 )
                 continue
+            finally:
+                entry.loading = None
             entry.refused.pop(version, None)
             entry.serving = served
             self._metrics.model_loads.labels(entry.name, "loaded").inc()
@@ -530,6 +535,8 @@ class ModelRepository:
             return ""
         if not self._scanned:
             return "Loading models: the first scan of MODELS_ROOT has not finished."
+        if any(entry.loading is not None for entry in self._models.values()):
+            return "Loading models: a version is being loaded and warmed up."
         if not self._root_exists:
             return "The models root (MODELS_ROOT) does not exist yet; waiting for a model."
         if not any(entry.on_disk for entry in self._models.values()):
