@@ -35,7 +35,7 @@ MODEL = "digit-bits"
 MIN_REQUESTS = 2000
 #: Examples per operation: with a JSON body, with path parameters only, with neither.
 # (Generating bodies of 64-number rows is what costs time; path-only operations are cheap.)
-BODY_EXAMPLES, PATH_EXAMPLES, NEGATIVE_EXAMPLES = 110, 110, 60
+BODY_EXAMPLES, PATH_EXAMPLES, NEGATIVE_EXAMPLES = 125, 125, 60
 #: Operations whose negative (schema-violating) data schemathesis can generate quickly.
 NEGATIVE_PATHS = ("/predict", "/grad")
 GRAD_OUTPUTS = ("hard", "surrogate", "pre_round", "local_grad", "input_grad")
