@@ -9,7 +9,9 @@ Against the shared `live` server (`python -m app` on the default model):
 - numeric headers of 5000 digits: 4xx naming the header;
 - a response over `MAX_RESPONSE_BYTES` (one output asked for 10000 times):
   413 before it is built;
-- a client hanging up mid-upload: logged at info with status 499, never 500.
+- a client hanging up mid-upload: logged at info with status 499, never 500;
+- requests over `MAX_CONCURRENT_REQUESTS` (a server of its own, bound 2):
+  503 with `Retry-After`, while health probes still answer.
 
 After each group, `/readyz` is 200 and good requests answer exactly as the
 SavedModel does in this process.
@@ -17,10 +19,12 @@ SavedModel does in this process.
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import time
 
+import numpy as np
 import pytest
 import rel_support as support
 from test_reliability_bad_input import GOOD_KINDS, check_good_request
@@ -195,3 +199,38 @@ def test_a_client_hanging_up_mid_upload_is_a_499_at_info_never_a_500(
     assert 'status="499"' in metrics
     assert client.get("/readyz").status_code == 200
     check_good_request(client, reference, "predict", 11)
+
+
+def test_requests_over_the_concurrency_bound_get_503_and_probes_still_answer(
+    start_server, reliability_models_root, reference: support.Reference
+) -> None:
+    server = start_server(reliability_models_root, MAX_CONCURRENT_REQUESTS="2")
+    server.wait_ready()
+    client = server.client()
+    rows = support.digit_rows(2, 3)
+    body = json.dumps({"inputs": rows.tolist()}).encode()
+    half = len(body) // 2
+    held = []
+    for _ in range(2):  # two requests in flight: headers and half the body sent
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        head = (
+            "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + body[:half])
+        held.append(sock)
+    time.sleep(0.3)
+    refused = client.post("/predict", json={"inputs": rows.tolist()})
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "1"
+    assert "MAX_CONCURRENT_REQUESTS" in refused.json()["error"]
+    assert client.get("/healthz").status_code == 200  # probes are never refused
+    assert client.get("/readyz").status_code == 200
+    for sock in held:  # the two finish with correct answers
+        sock.sendall(body[half:])
+        status, _, answer = support.read_response(sock)
+        sock.close()
+        assert status == 200, answer
+        got = np.asarray(json.loads(answer)["outputs"], np.float32)
+        np.testing.assert_array_equal(got, reference.predict(rows))
+    check_good_request(client, reference, "grad", 5)
