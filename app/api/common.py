@@ -163,12 +163,12 @@ _DESCRIPTIONS = {
     400: "Invalid argument: the message names the problem",
     401: "Missing or wrong API key (only when API_KEY is set)",
     404: "Unknown model, version or route (or /grad disabled)",
-    413: "Body over MAX_BODY_BYTES or batch over MAX_BATCH_ROWS",
+    413: "Body over MAX_BODY_BYTES, batch over MAX_BATCH_ROWS or answer over MAX_RESPONSE_BYTES",
     415: "Content-Type is not JSON",
     422: "Invalid input: shape, non-numeric, NaN/Infinity, empty batch, unknown field",
     500: "Unexpected error (generic message; details only in the logs)",
     501: "Operation not offered",
-    503: "Not ready: no model version loaded yet",
+    503: "Not ready (no model version loaded yet), or MAX_CONCURRENT_REQUESTS in flight",
 }
 
 
