@@ -216,7 +216,7 @@ def json_structure(body: bytes, max_containers: int | None = None) -> JsonStruct
     running sum of +1 per `[`/`{` and -1 per `]`/`}`: its maximum is the depth.
 
     Args:
-        body: A text `orjson.loads` accepted (so backslashes occur only in strings).
+        body: A JSON text (on one that is not valid the counts are only approximate).
         max_containers: When the text holds more arrays and objects than this,
             skip the depth (reported as -1): the text is refused anyway.
 
@@ -232,7 +232,9 @@ def json_structure(body: bytes, max_containers: int | None = None) -> JsonStruct
         quotes = np.flatnonzero(classes == _QUOTE)
         strings = len(quotes) // 2
         if len(quotes) <= 2 * _FEW_STRINGS:
-            for start, stop in zip(quotes[0::2].tolist(), quotes[1::2].tolist(), strict=True):
+            # An odd count (a text cut off inside a string): the last one runs to the end.
+            stops = [*quotes[1::2].tolist(), len(classes)]
+            for start, stop in zip(quotes[0::2].tolist(), stops, strict=False):
                 classes[start:stop] = 0
         else:
             # Inside a string after an odd number of quotes (the opening one included).

@@ -6,6 +6,7 @@ Each is compared with an independent reference: Python's own `json` module
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -147,6 +148,14 @@ def test_large_bodies_too_costly_to_parse_are_refused_before_parsing(
         decode_json(body)
 
 
+@pytest.mark.parametrize("strings", [1, 3, 101])  # an odd number of quotes, few and many
+def test_a_large_body_cut_off_inside_a_string_is_invalid_json(strings: int) -> None:
+    body = b'{"inputs": [' + b"1," * 40_000 + b'"a", ' * (strings // 2) + b'"cut off'
+    assert body.count(b'"') % 2 == 1
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        decode_json(body)
+
+
 def test_a_large_batch_scans_in_linear_time() -> None:
     rows = np.random.default_rng(0).random((4096, 64)).tolist()
     body = orjson.dumps({"inputs": rows})
@@ -169,3 +178,15 @@ def test_numeric_header_parses(value: str, expected: int) -> None:
 def test_numeric_header_refuses_what_int_would_choke_on(value: str) -> None:
     with pytest.raises(InvalidInput, match="X-Length must be a non-negative integer"):
         parse_numeric_header(value, "X-Length")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=64)
+    | st.lists(st.sampled_from(list(b'[]{}:,"\\ 1a')), max_size=200).map(bytes)
+)
+def test_any_bytes_decode_or_raise_invalid_input_only(body: bytes) -> None:
+    json_structure(body)  # never raises, valid JSON or not
+    for padded in (body, body + b" " * 70_000):  # also the checked-before-parsing path
+        with contextlib.suppress(InvalidInput):
+            decode_json(padded)
