@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         ConcurrencyLimitMiddleware,
         max_in_flight=settings.max_concurrent_requests,
+        max_queued=settings.max_queued_requests,
         open_paths=OPEN_PATHS,
         open_prefixes=OPEN_PREFIXES,
     )

@@ -5,12 +5,14 @@ request and must cost microseconds. Order, outermost first (see `main.py`):
 observability -> API key -> concurrency limit -> body limit -> response budget -> routes.
 """
 
+import asyncio
 import hashlib
 import logging
 import re
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
 
 from starlette.requests import ClientDisconnect
@@ -195,20 +197,23 @@ class ApiKeyMiddleware:
 
 
 class ConcurrencyLimitMiddleware:
-    """Answer 503 (with `Retry-After: 1`) when `max_in_flight` requests are already running.
+    """Run at most `max_in_flight` requests at once; queue `max_queued` more; refuse the rest.
 
     A request counts from its start until the route has handed its whole
     response to the socket: uvicorn's `send` waits while the socket's write
     buffer is full, so a client that never reads its answer keeps its request
     counted. The bound on in-flight requests is thus also a bound on the
     memory held by unread responses (`max_in_flight` x `MAX_RESPONSE_BYTES`).
-    Idle keep-alive connections do not count (uvicorn's `limit_concurrency`
-    would count them); open paths (health, metrics, docs) are never refused,
-    so probes keep answering under overload.
+    A queued request waits before its body is read, so it holds only its
+    connection. Beyond the queue: 503 with `Retry-After: 1`. Idle keep-alive
+    connections do not count (uvicorn's `limit_concurrency` would count
+    them); open paths (health, metrics, docs) are never queued or refused, so
+    probes keep answering under overload.
 
     Args:
         app: The wrapped ASGI app.
-        max_in_flight: The bound (`MAX_CONCURRENT_REQUESTS`).
+        max_in_flight: Requests running at once (`MAX_CONCURRENT_REQUESTS`).
+        max_queued: Requests waiting for a slot (`MAX_QUEUED_REQUESTS`).
         open_paths: Exact paths never counted or refused.
         open_prefixes: Path prefixes never counted or refused.
     """
@@ -217,17 +222,20 @@ class ConcurrencyLimitMiddleware:
         self,
         app: ASGIApp,
         max_in_flight: int,
+        max_queued: int = 0,
         open_paths: Iterable[str] = (),
         open_prefixes: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
+        self.max_queued = max_queued
         self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._open_paths = frozenset(open_paths)
         self._open_prefixes = tuple(open_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the request if there is room, else answer 503."""
+        """Run the request when there is room (after waiting in the queue), else answer 503."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -236,17 +244,38 @@ class ConcurrencyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            error = Overloaded(
-                f"The service is busy: {self.max_in_flight} requests are in flight "
-                "(MAX_CONCURRENT_REQUESTS); retry shortly."
-            )
-            await error_response(error, request_id_of(scope), path)(scope, receive, send)
-            return
-        self.in_flight += 1
+            if len(self._waiters) >= self.max_queued:
+                error = Overloaded(
+                    f"The service is busy: {self.max_in_flight} requests are in flight and "
+                    f"{len(self._waiters)} queued (MAX_CONCURRENT_REQUESTS, "
+                    "MAX_QUEUED_REQUESTS); retry shortly."
+                )
+                await error_response(error, request_id_of(scope), path)(scope, receive, send)
+                return
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter  # a finishing request hands its slot over (in_flight unchanged)
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed a slot, then cancelled: pass it on
+                elif waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise
+        else:
+            self.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.in_flight -= 1
 
 
 class ResponseBudgetMiddleware:

@@ -168,7 +168,7 @@ _DESCRIPTIONS = {
     422: "Invalid input: shape, non-numeric, NaN/Infinity, empty batch, unknown field",
     500: "Unexpected error (generic message; details only in the logs)",
     501: "Operation not offered",
-    503: "Not ready (no model version loaded yet), or MAX_CONCURRENT_REQUESTS in flight",
+    503: "Not ready (no model version loaded yet), or busy (MAX_QUEUED_REQUESTS waiting)",
 }
 
 

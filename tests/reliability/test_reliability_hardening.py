@@ -204,7 +204,9 @@ def test_a_client_hanging_up_mid_upload_is_a_499_at_info_never_a_500(
 def test_requests_over_the_concurrency_bound_get_503_and_probes_still_answer(
     start_server, reliability_models_root, reference: support.Reference
 ) -> None:
-    server = start_server(reliability_models_root, MAX_CONCURRENT_REQUESTS="2")
+    server = start_server(
+        reliability_models_root, MAX_CONCURRENT_REQUESTS="2", MAX_QUEUED_REQUESTS="0"
+    )
     server.wait_ready()
     client = server.client()
     rows = support.digit_rows(2, 3)
