@@ -1,6 +1,7 @@
 """`python -m app`: serve with uvicorn, configured from the environment (contract section 4).
 
-HOST, PORT, WORKERS, LOG_LEVEL and SHUTDOWN_GRACE_S go to uvicorn; uvicorn's
+HOST, PORT, WORKERS, LOG_LEVEL, SHUTDOWN_GRACE_S and MAX_CONNECTIONS (its
+`limit_concurrency`) go to uvicorn; uvicorn's
 access log is off (the service logs each request itself, as JSON, with its
 request id). Each worker process builds its own app through the factory,
 limits TensorFlow to one intra-op and one inter-op thread, and freezes the
@@ -43,6 +44,7 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_s)),
         server_header=False,
+        limit_concurrency=settings.max_connections,
     )
 
 

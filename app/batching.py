@@ -1,11 +1,16 @@
 """Dynamic batching: coalesce concurrent requests for one model version into one call.
 
 One `Batcher` belongs to one model version and one signature, so a batch
-never mixes models or versions. The model call runs on the event loop
-(docs: PERFORMANCE_FACTS.md — a thread gains nothing with one core per worker,
-and the loop is blocked for the ~150 us of a call anyway), so "no wait"
+never mixes models or versions. A small call runs on the event loop
+(docs: PERFORMANCE_FACTS.md: a thread hand-off costs more than the ~150 us
+call, and a thread gains nothing with one core per worker), so "no wait"
 (`max_wait_s == 0`) batching means: while one call runs, requests queue up;
 the next call takes all of them, up to `max_rows` rows.
+
+A call of `offload_rows` rows or more (a large `/grad`, say: 4096 rows take
+hundreds of milliseconds) runs in a worker thread instead: TensorFlow
+releases the GIL while it computes, so the loop keeps answering health
+probes and small requests meanwhile (docs/reliability.md, "Event loop").
 
 A request with more rows than `max_rows` runs alone, in one call (it is not split).
 Inputs and results are dicts of arrays whose first axis is rows (a
@@ -17,12 +22,17 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
 Tensors = dict[str, np.ndarray]
+
+#: Calls of at least this many rows run in a worker thread, not on the event loop.
+#: At 256 rows the default model's `grad` call takes ~10 ms, where the ~100 us of a
+#: thread hand-off no longer matters; below, the call is shorter than a probe's budget.
+OFFLOAD_ROWS = 256
 
 
 @dataclass(slots=True)
@@ -51,6 +61,8 @@ class Batcher(Generic[T]):
         max_rows: Most rows per call (1 turns batching off: every request calls `fn` directly).
         max_wait_s: How long the first queued request waits for company (0: no wait).
         observe: Called with (rows, requests) after each model call, for metrics.
+        offload_rows: Calls of at least this many rows run in a worker thread
+            (`OFFLOAD_ROWS`); smaller ones on the event loop.
     """
 
     def __init__(
@@ -61,12 +73,14 @@ class Batcher(Generic[T]):
         max_rows: int,
         max_wait_s: float = 0.0,
         observe: Callable[[int, int], None] | None = None,
+        offload_rows: int = OFFLOAD_ROWS,
     ) -> None:
         self._fn = fn
         self._split = split
         self._max_rows = max_rows
         self._max_wait_s = max_wait_s
         self._observe = observe or (lambda rows, requests: None)
+        self._offload_rows = offload_rows
         self._queue: deque[_Pending[T]] = deque()
         self._queued_rows = 0
         self._scheduled = False
@@ -83,7 +97,10 @@ class Batcher(Generic[T]):
         """
         count = row_count(rows)
         if self._max_rows <= 1:
-            result = self._fn(rows)
+            if count >= self._offload_rows:
+                result = await asyncio.get_running_loop().run_in_executor(None, self._fn, rows)
+            else:
+                result = self._fn(rows)
             self._observe(count, 1)
             return result
         loop = asyncio.get_running_loop()
@@ -130,13 +147,32 @@ class Batcher(Generic[T]):
             return
         stacked = batch[0].rows if len(batch) == 1 else stack([p.rows for p in batch])
         total = sum(p.count for p in batch)
+        if total >= self._offload_rows:
+            call = asyncio.get_running_loop().run_in_executor(None, self._fn, stacked)
+            call.add_done_callback(lambda done: self._deliver(batch, total, done))
+            return
         try:
             result = self._fn(stacked)
         except Exception as exc:  # every caller of the failed call gets the error
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
+            self._fail(batch, exc)
             return
+        self._resolve(batch, total, result)
+
+    def _deliver(self, batch: list[_Pending[T]], total: int, done: Any) -> None:
+        """Hand an off-loop call's outcome to its callers (runs on the loop)."""
+        exc = asyncio.CancelledError() if done.cancelled() else done.exception()
+        if exc is not None:
+            self._fail(batch, exc)
+        else:
+            self._resolve(batch, total, done.result())
+
+    @staticmethod
+    def _fail(batch: list[_Pending[T]], exc: BaseException) -> None:
+        for pending in batch:  # every caller of the failed call gets the error
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+
+    def _resolve(self, batch: list[_Pending[T]], total: int, result: T) -> None:
         self._observe(total, len(batch))
         if len(batch) == 1:
             if not batch[0].future.done():

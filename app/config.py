@@ -40,6 +40,19 @@ class Settings(BaseSettings):
             inference signature to TensorFlow Lite and serves it only where its
             answers are bit-identical to the SavedModel's on the warm-up inputs
             at 1, 2, 7 and 64 rows; `tflite` forces it; `savedmodel` never converts.
+        max_response_bytes: Most bytes one response may carry (`MAX_RESPONSE_BYTES`, 32 MiB):
+            a request whose answer would be larger gets 413 before the answer is built.
+        max_concurrent_requests: Most model requests in flight at once, per worker
+            (`MAX_CONCURRENT_REQUESTS`, 64): more wait in a queue. A request
+            counts until its response is handed to the socket, so with
+            `MAX_RESPONSE_BYTES` it bounds the memory of unread responses
+            (64 x 32 MiB = 2 GiB at worst). Health, metrics and docs are not counted.
+        max_queued_requests: Model requests that wait for a slot, per worker, before their
+            body is read (`MAX_QUEUED_REQUESTS`, 256); more get 503 with `Retry-After`.
+        max_connections: Most open connections (idle keep-alive ones included), per worker,
+            before uvicorn answers 503 (`MAX_CONNECTIONS`, 1024; its `limit_concurrency`).
+        model_load_timeout_s: How long loading and warming up one model version may take
+            (`MODEL_LOAD_TIMEOUT_S`, 300) before it is refused and other models' scans go on.
     """
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
@@ -59,6 +72,11 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     shutdown_grace_s: float = Field(default=10.0, ge=0.0)
     runtime: Literal["auto", "tflite", "savedmodel"] = "auto"
+    max_response_bytes: int = Field(default=32 * MIB, ge=1024)
+    max_concurrent_requests: int = Field(default=64, ge=1)
+    max_queued_requests: int = Field(default=256, ge=0)
+    max_connections: int = Field(default=1024, ge=1)
+    model_load_timeout_s: float = Field(default=300.0, gt=0.0)
 
     @field_validator("log_level", "runtime", mode="before")
     @classmethod

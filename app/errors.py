@@ -10,8 +10,11 @@ body and status code of the protocol the request spoke:
 | `UnsupportedMediaType` | 415 | 415 | 415 |
 | `ModelNotFound` | 404 | 404 | 404 |
 | `ModelNotReady` | 503 | 503 | 503 |
+| `Overloaded` | 503 | 503 | 503 |
 | `Unauthorized` | 401 | 401 | 401 |
 | `Unimplemented` | 501 | 501 | 501 |
+| `ResponseTooLarge` | 413 | 413 | 413 |
+| `ClientClosedRequest` | 499 | 499 | 499 |
 
 Native bodies are `{"error": msg, "request_id": id}`; the compatibility
 protocols answer `{"error": msg}`, the shape their clients parse. A message
@@ -93,6 +96,12 @@ class ModelNotReady(ServiceError):
     status = 503
 
 
+class Overloaded(ServiceError):
+    """Too many requests in flight (`MAX_CONCURRENT_REQUESTS`); the client should retry."""
+
+    status = 503
+
+
 class Unauthorized(ServiceError):
     """The API key is missing or wrong."""
 
@@ -103,6 +112,18 @@ class Unimplemented(ServiceError):
     """A protocol operation this service does not offer (e.g. TF Serving's `:classify`)."""
 
     status = 501
+
+
+class ResponseTooLarge(ServiceError):
+    """The answer would be over the per-request response budget (`MAX_RESPONSE_BYTES`)."""
+
+    status = 413
+
+
+class ClientClosedRequest(ServiceError):
+    """The client hung up before the request was read (nginx's 499): not a server error."""
+
+    status = 499
 
 
 class InternalError(ServiceError):
@@ -125,7 +146,11 @@ def error_response(exc: ServiceError, request_id: str | None, path: str) -> Resp
     """The HTTP response for a domain error, in the shape of the request's protocol."""
     protocol = protocol_of(path)
     headers = (
-        {"WWW-Authenticate": 'Bearer realm="diffround"'} if isinstance(exc, Unauthorized) else None
+        {"WWW-Authenticate": 'Bearer realm="diffround"'}
+        if isinstance(exc, Unauthorized)
+        else {"Retry-After": "1"}
+        if isinstance(exc, Overloaded)
+        else None
     )
     return Response(
         error_body(exc.message, request_id, protocol),

@@ -19,7 +19,13 @@ from app.config import Settings, get_settings
 from app.dataplane import DataPlane
 from app.main_version import VERSION
 from app.metrics import ServiceMetrics
-from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
+from app.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    ConcurrencyLimitMiddleware,
+    ObservabilityMiddleware,
+    ResponseBudgetMiddleware,
+)
 from app.predictor import limit_tensorflow_threads
 from app.repository import ModelRepository
 
@@ -126,7 +132,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ui.router)
 
     # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(ResponseBudgetMiddleware, max_bytes=settings.max_response_bytes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ConcurrencyLimitMiddleware,
+        max_in_flight=settings.max_concurrent_requests,
+        max_queued=settings.max_queued_requests,
+        open_paths=OPEN_PATHS,
+        open_prefixes=OPEN_PREFIXES,
+    )
     api_key = settings.api_key_value
     if api_key is not None:
         app.add_middleware(

@@ -2,29 +2,37 @@
 
 Pure ASGI (not `BaseHTTPMiddleware`) because each layer runs on every
 request and must cost microseconds. Order, outermost first (see `main.py`):
-observability -> API key -> body limit -> routes.
+observability -> API key -> concurrency limit -> body limit -> response budget -> routes.
 """
 
+import asyncio
 import hashlib
 import logging
 import re
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import (
     GENERIC_500,
     InternalError,
+    Overloaded,
     PayloadTooLarge,
     Unauthorized,
     error_response,
 )
+from app.limits import RESPONSE_BUDGET
 from app.metrics import ServiceMetrics
 
 logger = logging.getLogger("app.requests")
+
+#: nginx's status for a request whose client hung up before it was answered.
+CLIENT_CLOSED_REQUEST = 499
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -48,7 +56,8 @@ class ObservabilityMiddleware:
     An incoming `X-Request-ID` of up to 128 safe characters is kept; otherwise
     a new one is made. Anything a route raises that no handler took becomes a
     generic 500 `{"error", "request_id"}`, with the traceback only in the log.
-    Successful requests are logged at debug level, 4xx and 503 at info, other 5xx at error.
+    Successful requests are logged at debug level, 4xx and 503 at info, other 5xx at error;
+    a client that hung up mid-request is counted and logged (info) with status 499.
 
     Args:
         app: The wrapped ASGI app.
@@ -84,6 +93,10 @@ class ObservabilityMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The route's handler answers these with 499; one raised outside a route
+            # (a middleware reading the body) lands here: the same status, never a 500.
+            status = CLIENT_CLOSED_REQUEST
         except Exception:
             logger.exception(
                 "unhandled error",
@@ -183,6 +196,112 @@ class ApiKeyMiddleware:
         )
 
 
+class ConcurrencyLimitMiddleware:
+    """Run at most `max_in_flight` requests at once; queue `max_queued` more; refuse the rest.
+
+    A request counts from its start until the route has handed its whole
+    response to the socket: uvicorn's `send` waits while the socket's write
+    buffer is full, so a client that never reads its answer keeps its request
+    counted. The bound on in-flight requests is thus also a bound on the
+    memory held by unread responses (`max_in_flight` x `MAX_RESPONSE_BYTES`).
+    A queued request waits before its body is read, so it holds only its
+    connection. Beyond the queue: 503 with `Retry-After: 1`. Idle keep-alive
+    connections do not count (uvicorn's `limit_concurrency` would count
+    them); open paths (health, metrics, docs) are never queued or refused, so
+    probes keep answering under overload.
+
+    Args:
+        app: The wrapped ASGI app.
+        max_in_flight: Requests running at once (`MAX_CONCURRENT_REQUESTS`).
+        max_queued: Requests waiting for a slot (`MAX_QUEUED_REQUESTS`).
+        open_paths: Exact paths never counted or refused.
+        open_prefixes: Path prefixes never counted or refused.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_in_flight: int,
+        max_queued: int = 0,
+        open_paths: Iterable[str] = (),
+        open_prefixes: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.max_queued = max_queued
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._open_paths = frozenset(open_paths)
+        self._open_prefixes = tuple(open_prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request when there is room (after waiting in the queue), else answer 503."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in self._open_paths or path.startswith(self._open_prefixes):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            if len(self._waiters) >= self.max_queued:
+                error = Overloaded(
+                    f"The service is busy: {self.max_in_flight} requests are in flight and "
+                    f"{len(self._waiters)} queued (MAX_CONCURRENT_REQUESTS, "
+                    "MAX_QUEUED_REQUESTS); retry shortly."
+                )
+                await error_response(error, request_id_of(scope), path)(scope, receive, send)
+                return
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter  # a finishing request hands its slot over (in_flight unchanged)
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed a slot, then cancelled: pass it on
+                elif waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise
+        else:
+            self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.in_flight -= 1
+
+
+class ResponseBudgetMiddleware:
+    """Make `MAX_RESPONSE_BYTES` the budget of every answer built for this request.
+
+    Sets `app.limits.RESPONSE_BUDGET` for the request's context, which
+    `NumpyJSONResponse` checks before encoding.
+
+    Args:
+        app: The wrapped ASGI app.
+        max_bytes: The budget (`MAX_RESPONSE_BYTES`).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request with the budget set."""
+        token = RESPONSE_BUDGET.set(self.max_bytes)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            RESPONSE_BUDGET.reset(token)
+
+
 class BodyLimitMiddleware:
     """Answer 413 for bodies over `max_bytes`, before reading them whole.
 
@@ -212,10 +331,14 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = error_response(
-                self._too_large(int(declared)), request_id_of(scope), scope["path"]
-            )
+        # Length-checked before int(): Python refuses to convert more than 4300 digits.
+        if (
+            declared is not None
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > self.max_bytes)
+        ):
+            size = int(declared) if len(declared) <= 18 else None
+            response = error_response(self._too_large(size), request_id_of(scope), scope["path"])
             await response(scope, receive, send)
             return
         received = 0

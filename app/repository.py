@@ -11,7 +11,13 @@ Policy (TF Serving's "latest", availability preserving):
   loadable version takes over, or the model has no serving version (not ready);
 - names starting with `.` (temporary exports) are ignored; the models root may
   be missing or empty at start: the service is then live but not ready, and
-  becomes ready when a model appears.
+  becomes ready when a model appears;
+- each model is reconciled by its own task, so one model's slow load never
+  delays another's; a load (with its warm-up) that takes longer than
+  `MODEL_LOAD_TIMEOUT_S` is refused like a broken version, and its thread
+  (which cannot be stopped) is left to finish on its own;
+- a model directory that cannot be listed (an `OSError`: a network
+  filesystem blip) keeps its entry and serving version until it can be.
 """
 
 import asyncio
@@ -20,7 +26,9 @@ import gc
 import logging
 import os
 import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +45,27 @@ from app.served import ServedVersion, select_runtimes
 
 logger = logging.getLogger(__name__)
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_VERSION_PATTERN = re.compile(r"^[0-9]{1,18}$")
+# Both are used with `fullmatch`: a `$` would also match before a trailing newline
+# (a directory named "3\n" would count as version 3).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_VERSION_PATTERN = re.compile(r"[0-9]{1,18}")
 
 Stamp = tuple[tuple[str, int, int], ...]
 
 
-def scan_models_root(root: Path) -> dict[str, dict[int, Path]] | None:
+def valid_name(name: str) -> bool:
+    """Whether `name` is a model name: 1-128 letters, digits, `.`, `_` or `-`, not led by `.`."""
+    return NAME_PATTERN.fullmatch(name) is not None
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def scan_models_root(root: Path) -> dict[str, dict[int, Path] | None] | None:
     """Model and version directories under a models root.
 
     Args:
@@ -51,26 +73,73 @@ def scan_models_root(root: Path) -> dict[str, dict[int, Path]] | None:
 
     Returns:
         `{model name: {version: path}}` (models without versions included,
-        with an empty dict), or None when the root does not exist.
+        with an empty dict; None for a model directory that could not be
+        listed this time), or None when the root does not exist.
     """
     try:
-        model_dirs = [e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")]
+        model_dirs = [e for e in os.scandir(root) if not e.name.startswith(".") and _is_dir(e)]
     except (FileNotFoundError, NotADirectoryError):
         return None
-    found: dict[str, dict[int, Path]] = {}
+    found: dict[str, dict[int, Path] | None] = {}
     for model_dir in model_dirs:
-        if not NAME_PATTERN.match(model_dir.name):
+        if not valid_name(model_dir.name):
             continue
-        versions: dict[int, Path] = {}
         try:
-            entries = list(os.scandir(model_dir.path))
-        except OSError:
-            continue
-        for entry in entries:
-            if _VERSION_PATTERN.match(entry.name) and entry.is_dir() and int(entry.name) > 0:
-                versions[int(entry.name)] = Path(entry.path)
-        found[model_dir.name] = versions
+            found[model_dir.name] = scan_versions(Path(model_dir.path))
+        except OSError as exc:
+            logger.warning(
+                "cannot list model directory; keeping its current state: %s",
+                exc.strerror or type(exc).__name__,
+                extra={"model": model_dir.name},
+            )
+            found[model_dir.name] = None
     return found
+
+
+def scan_versions(model_dir: Path) -> dict[int, Path]:
+    """The version directories of one model directory (names of 1-18 digits, > 0).
+
+    Raises:
+        OSError: The directory cannot be listed.
+    """
+    versions: dict[int, Path] = {}
+    with os.scandir(model_dir) as entries:
+        for entry in entries:
+            if _VERSION_PATTERN.fullmatch(entry.name) and int(entry.name) > 0 and _is_dir(entry):
+                versions[int(entry.name)] = Path(entry.path)
+    return versions
+
+
+def run_in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    """Run `fn` in a new daemon thread; its result or exception resolves the returned future.
+
+    A daemon thread, not the default executor: a load that never returns must
+    neither occupy a worker that model calls need nor keep the process from
+    exiting on SIGTERM.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(outcome: Any, failed: bool) -> None:
+        if future.done():  # timed out and given up on
+            return
+        if failed:
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    def target() -> None:
+        try:
+            result: Any = fn()
+            failed = False
+        except BaseException as exc:
+            result, failed = exc, True
+        # RuntimeError: the loop is closed, nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(deliver, result, failed)
+
+    threading.Thread(target=target, name="model-load", daemon=True).start()
+    return future
 
 
 def version_stamp(path: Path) -> Stamp:
@@ -103,6 +172,10 @@ class ModelEntry:
     on_disk: dict[int, Path] = field(default_factory=dict)
     serving: ServedVersion | None = None
     refused: dict[int, Refusal] = field(default_factory=dict)
+    #: The task bringing this model to its newest loadable version, while one runs.
+    reconciling: asyncio.Task[bool] | None = None
+    #: The version being loaded and warmed up right now, if any.
+    loading: int | None = None
 
 
 class ModelRepository:
@@ -134,12 +207,18 @@ class ModelRepository:
         self._task = asyncio.create_task(self._poll_forever(), name="model-poller")
 
     async def stop(self) -> None:
-        """Stop the poller."""
+        """Stop the poller and any model reconciliation still running."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for entry in self._models.values():
+            task = entry.reconciling
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def wait_ready(self, timeout_s: float) -> bool:
         """Wait until ready or `timeout_s` passes; returns whether it is ready."""
@@ -151,15 +230,25 @@ class ModelRepository:
     async def _poll_forever(self) -> None:
         while True:
             try:
-                await self.poll_once()
+                await self.poll_once(wait=False)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a poll must never kill the poller
                 logger.exception("models root scan failed")
             await asyncio.sleep(self._settings.poll_interval_s)
 
-    async def poll_once(self) -> None:
-        """Scan the models root once and load, swap, fall back or forget as needed."""
+    async def poll_once(self, wait: bool = True) -> None:
+        """Scan the models root once and load, swap, fall back or forget as needed.
+
+        The scan and the bookkeeping hold the repository lock; each model's
+        loading runs in that model's own task, outside the lock, so a slow or
+        hung load delays neither the next scan nor any other model.
+
+        Args:
+            wait: Wait for every model's reconciliation to finish (each load is
+                bounded by `MODEL_LOAD_TIMEOUT_S`). The poller passes False: a
+                model still loading is left to its task and skipped this round.
+        """
         async with self._lock:
             disk = await asyncio.to_thread(scan_models_root, self._root)
             self._root_exists = disk is not None
@@ -171,15 +260,38 @@ class ModelRepository:
                     )
                     self._metrics.model_version.labels(name).set(0)
                     del self._models[name]
-            swapped = False
+            tasks: list[asyncio.Task[bool]] = []
             for name, versions in sorted(disk.items()):
                 entry = self._models.setdefault(name, ModelEntry(name))
+                if entry.reconciling is not None:
+                    tasks.append(entry.reconciling)  # still loading: leave it to its task
+                    continue
+                if versions is None:  # unreadable this time: keep what it had
+                    continue
                 entry.on_disk = versions
-                swapped |= await self._reconcile(entry)
+                task = asyncio.create_task(self._reconcile_task(entry), name=f"load-{name}")
+                entry.reconciling = task
+                tasks.append(task)
             self._scanned = True
             self._metrics.ready.set(1 if self.ready else 0)
-            if swapped:
-                self._freeze_heap()
+        if wait and tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _reconcile_task(self, entry: ModelEntry) -> bool:
+        """One model's reconciliation, as its own task: swap, metrics, heap freeze."""
+        try:
+            swapped = await self._reconcile(entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one model's failure must not stop the others or the poller
+            logger.exception("model reconciliation failed", extra={"model": entry.name})
+            swapped = False
+        finally:
+            entry.reconciling = None
+        self._metrics.ready.set(1 if self.ready else 0)
+        if swapped:
+            self._freeze_heap()
+        return swapped
 
     async def _reconcile(self, entry: ModelEntry) -> bool:
         """Bring one model to its newest loadable version; True when the serving version changed."""
@@ -196,8 +308,9 @@ class ModelRepository:
             refusal = entry.refused.get(version)
             if refusal is not None and refusal.stamp == stamp:
                 continue
+            entry.loading = version
             try:
-                served = await asyncio.to_thread(self._load, entry.name, version, path)
+                served = await self._load_with_timeout(entry.name, version, path)
             except InvalidModel as exc:
                 entry.refused[version] = Refusal(stamp, str(exc))
                 self._metrics.model_loads.labels(entry.name, "refused").inc()
@@ -207,6 +320,8 @@ class ModelRepository:
                     extra={"model": entry.name, "version": version, "path": str(path)},
                 )
                 continue
+            finally:
+                entry.loading = None
             entry.refused.pop(version, None)
             entry.serving = served
             self._metrics.model_loads.labels(entry.name, "loaded").inc()
@@ -230,6 +345,23 @@ class ModelRepository:
             self._metrics.model_version.labels(entry.name).set(0)
             return True
         return False
+
+    async def _load_with_timeout(self, name: str, version: int, path: Path) -> ServedVersion:
+        """`_load` in a daemon thread, given up on after `MODEL_LOAD_TIMEOUT_S`.
+
+        Raises:
+            InvalidModel: The version is broken, or its load took too long (then
+                the thread is abandoned: Python cannot stop it, and its result
+                is dropped when it arrives).
+        """
+        timeout_s = self._settings.model_load_timeout_s
+        future = run_in_daemon_thread(lambda: self._load(name, version, path))
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise InvalidModel(
+                f"loading and warming it up took longer than {timeout_s:g} s (MODEL_LOAD_TIMEOUT_S)"
+            ) from None
 
     def _load(self, name: str, version: int, path: Path) -> ServedVersion:
         """Load, validate and warm up one version (runs in a worker thread)."""
@@ -279,6 +411,8 @@ class ModelRepository:
             return ""
         if not self._scanned:
             return "Loading models: the first scan of MODELS_ROOT has not finished."
+        if any(entry.loading is not None for entry in self._models.values()):
+            return "Loading models: a version is being loaded and warmed up."
         if not self._root_exists:
             return "The models root (MODELS_ROOT) does not exist yet; waiting for a model."
         if not any(entry.on_disk for entry in self._models.values()):
@@ -315,7 +449,7 @@ class ModelRepository:
         Raises:
             ModelNotFound: Invalid name, or no such model directory.
         """
-        if not NAME_PATTERN.match(name):
+        if not valid_name(name):
             raise ModelNotFound(
                 "Invalid model name: names are 1-128 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit."

@@ -1,15 +1,21 @@
 """What every router shares: dependencies, JSON responses, body reading, OpenAPI helpers."""
 
+import asyncio
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from app.codecs.common import Encoded
 from app.dataplane import DataPlane
+from app.encoding import OFFLOAD_VALUES, array_footprint, encode_in_pieces
 from app.errors import ModelNotFound
+from app.limits import RESPONSE_BUDGET, check_response_bytes
 from app.metrics import ServiceMetrics
 from app.repository import ModelRepository
 from app.validation import check_json_content_type
@@ -38,13 +44,48 @@ MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 
 
 class NumpyJSONResponse(Response):
-    """JSON via orjson, NumPy arrays serialised natively (float32 printed as float32)."""
+    """JSON via orjson, NumPy arrays serialised natively (float32 printed as float32).
+
+    Before encoding, the answer's size is bounded from its arrays' shapes and
+    dtypes and checked against the request's response budget
+    (`MAX_RESPONSE_BYTES`): over it, `ResponseTooLarge` (413) is raised in the
+    route, before a byte is built. A large answer (`OFFLOAD_VALUES` array
+    values or more) is encoded when it is sent, in a worker thread and in
+    pieces, so that the event loop keeps running meanwhile (app/encoding.py).
+    """
 
     media_type = "application/json"
 
+    def __init__(
+        self,
+        content: Any,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        values, bound = array_footprint(content)
+        check_response_bytes(bound, RESPONSE_BUDGET.get())
+        self._deferred = content if values >= OFFLOAD_VALUES else None
+        super().__init__(content, status_code, headers, media_type, background)
+
     def render(self, content: Any) -> bytes:
-        """Serialise `content`."""
+        """Serialise `content` (a large one later, off the loop: see `__call__`)."""
+        if self._deferred is not None:
+            return b""
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Encode a deferred answer in a worker thread, then send it."""
+        if self._deferred is not None:
+            content, self._deferred = self._deferred, None
+            self.body = await asyncio.to_thread(encode_in_pieces, content)
+            length = str(len(self.body)).encode("latin-1")
+            self.raw_headers = [
+                (key, length if key == b"content-length" else value)
+                for key, value in self.raw_headers
+            ]
+        await super().__call__(scope, receive, send)
 
 
 async def read_body(request: Request, *, check_content_type: bool = True) -> bytes:
@@ -128,12 +169,12 @@ _DESCRIPTIONS = {
     400: "Invalid argument: the message names the problem",
     401: "Missing or wrong API key (only when API_KEY is set)",
     404: "Unknown model, version or route (or /grad disabled)",
-    413: "Body over MAX_BODY_BYTES or batch over MAX_BATCH_ROWS",
+    413: "Body over MAX_BODY_BYTES, batch over MAX_BATCH_ROWS or answer over MAX_RESPONSE_BYTES",
     415: "Content-Type is not JSON",
     422: "Invalid input: shape, non-numeric, NaN/Infinity, empty batch, unknown field",
     500: "Unexpected error (generic message; details only in the logs)",
     501: "Operation not offered",
-    503: "Not ready: no model version loaded yet",
+    503: "Not ready (no model version loaded yet), or busy (MAX_QUEUED_REQUESTS waiting)",
 }
 
 

@@ -5,10 +5,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.errors import (
     GENERIC_500,
+    ClientClosedRequest,
     InternalError,
     InvalidInput,
     ModelNotFound,
@@ -60,6 +62,20 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     return error_response(InvalidInput(message), _request_id(request), request.url.path)
 
 
+async def client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client hung up mid-upload: status 499 (nginx's), logged at info, never a 500.
+
+    Nobody reads the response; it exists so that the request is logged and
+    counted with its own status.
+    """
+    assert isinstance(exc, ClientDisconnect)
+    return error_response(
+        ClientClosedRequest("The client closed the connection before the request was read."),
+        _request_id(request),
+        request.url.path,
+    )
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     """Anything else: a generic 500 with the request id; the traceback goes to the log only."""
     logger.exception("unhandled error", extra={"request_id": _request_id(request)}, exc_info=exc)
@@ -71,4 +87,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnect)
     app.add_exception_handler(Exception, unexpected_error)

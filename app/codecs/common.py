@@ -1,5 +1,6 @@
 """What the codecs share: the encoded response, JSON values of arrays, named-input forms."""
 
+import asyncio
 import base64
 from dataclasses import dataclass, field
 from typing import Any
@@ -8,7 +9,9 @@ import numpy as np
 import orjson
 
 from app.dataplane import DataPlane
+from app.encoding import OFFLOAD_VALUES, array_footprint, encode_in_pieces
 from app.errors import InvalidInput
+from app.limits import check_response_budget
 from app.predictor import SignatureRunner
 from app.tensors import kind
 
@@ -28,6 +31,28 @@ class Encoded:
 def dumps(document: Any) -> bytes:
     """JSON via orjson, NumPy arrays serialised natively (float32 printed as float32)."""
     return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def encode_json(plane: DataPlane, document: Any, extra_bytes: int = 0) -> bytes:
+    """A response document as JSON, within the response budget and without stalling the loop.
+
+    The answer's size is bounded first (`MAX_RESPONSE_BYTES`: 413 before any
+    encoding); an answer holding many values is encoded in a worker thread,
+    in pieces (`app.encoding`).
+
+    Args:
+        plane: The data plane (its settings hold the budget).
+        document: dicts, lists and NumPy arrays.
+        extra_bytes: Bytes the response carries besides the JSON (v2's binary tensors).
+
+    Raises:
+        ResponseTooLarge: Over `MAX_RESPONSE_BYTES`.
+    """
+    values, bound = array_footprint(document)
+    check_response_budget(bound + extra_bytes, plane.settings)
+    if values >= OFFLOAD_VALUES:
+        return await asyncio.to_thread(encode_in_pieces, document)
+    return dumps(document)
 
 
 def json_value(array: np.ndarray, *, integral: bool = False) -> Any:

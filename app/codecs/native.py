@@ -20,7 +20,7 @@ import numpy as np
 from app.codecs.common import (
     Encoded,
     columnar_inputs,
-    dumps,
+    encode_json,
     json_value,
     may_hold_booleans,
     require_object,
@@ -31,13 +31,13 @@ from app.errors import InvalidInput
 from app.interpret import decode_outputs, grad_summary
 from app.predictor import GRAD_SIGNATURE
 from app.served import ServedVersion
-from app.validation import decode_json
+from app.validation import decode_json_async
 
 FIELDS = ("inputs", "instances", "model", "version")
 
 
-def _parse(plane: DataPlane, body: bytes) -> tuple[ServedVersion, dict[str, Any]]:
-    document = require_object(decode_json(body), FIELDS)
+async def _parse(plane: DataPlane, body: bytes) -> tuple[ServedVersion, dict[str, Any]]:
+    document = require_object(await decode_json_async(body), FIELDS)
     has_inputs, has_instances = "inputs" in document, "instances" in document
     if has_inputs and has_instances:
         raise InvalidInput("Send either 'inputs' or 'instances', not both.")
@@ -72,26 +72,23 @@ def hard_outputs(served: ServedVersion, outputs: dict[str, np.ndarray]) -> dict[
 
 async def predict(plane: DataPlane, body: bytes) -> Encoded:
     """`POST /predict`."""
-    served, inputs = _parse(plane, body)
+    served, inputs = await _parse(plane, body)
     runner = plane.runner(served, None)
     arrays = plane.prepare(runner, inputs, strict_types=may_hold_booleans(body))
     outputs = await plane.run(served, runner.name, arrays)
     result = InferenceResult(served, runner.name, outputs)
-    return Encoded(
-        dumps(
-            {
-                "model": served.name,
-                "version": served.version,
-                "outputs": hard_outputs(served, result.outputs),
-                "decoded": decode_outputs(result.outputs, served.metadata.get("decoding")),
-            }
-        )
-    )
+    document = {
+        "model": served.name,
+        "version": served.version,
+        "outputs": hard_outputs(served, result.outputs),
+        "decoded": decode_outputs(result.outputs, served.metadata.get("decoding")),
+    }
+    return Encoded(await encode_json(plane, document))
 
 
 async def grad(plane: DataPlane, body: bytes) -> Encoded:
     """`POST /grad`: 404 when gradients are disabled or the model has none to serve."""
-    served, inputs = _parse(plane, body)
+    served, inputs = await _parse(plane, body)
     plane.require_grad(served)
     grad_map = served.info.grad
     assert grad_map is not None
@@ -125,15 +122,12 @@ async def grad(plane: DataPlane, body: bytes) -> Encoded:
             "grid": described.get("grid"),
             **{part: json_value(value) for part, value in layer_values[layer].items()},
         }
-    return Encoded(
-        dumps(
-            {
-                "model": served.name,
-                "version": served.version,
-                "outputs": outputs,
-                "rounding_layers": layers,
-                "omitted_jacobians": grad_map.omitted_jacobians,
-                "summary": grad_summary(layer_values, jacobians),
-            }
-        )
-    )
+    document = {
+        "model": served.name,
+        "version": served.version,
+        "outputs": outputs,
+        "rounding_layers": layers,
+        "omitted_jacobians": grad_map.omitted_jacobians,
+        "summary": grad_summary(layer_values, jacobians),
+    }
+    return Encoded(await encode_json(plane, document))

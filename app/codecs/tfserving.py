@@ -19,6 +19,7 @@ from app.codecs.common import (
     Encoded,
     columnar_inputs,
     dumps,
+    encode_json,
     json_value,
     may_hold_booleans,
     require_object,
@@ -29,14 +30,14 @@ from app.errors import InvalidInput, ModelNotFound
 from app.repository import ModelRepository
 from app.served import ServedVersion
 from app.tensors import TF_DATATYPES
-from app.validation import decode_json
+from app.validation import decode_json_async
 
 FIELDS = ("signature_name", "instances", "inputs")
 
 
 async def predict(plane: DataPlane, body: bytes, name: str, version: int | None) -> Encoded:
     """`POST /v1/models/{name}[/versions/{v}]:predict`."""
-    document = require_object(decode_json(body), FIELDS)
+    document = require_object(await decode_json_async(body), FIELDS)
     signature = document.get("signature_name")
     if signature is not None and not isinstance(signature, str):
         raise InvalidInput("'signature_name' must be a string.")
@@ -66,9 +67,9 @@ async def predict(plane: DataPlane, body: bytes, name: str, version: int | None)
     outputs = {key: json_value(value) for key, value in result.outputs.items()}
     if not has_instances:
         value: Any = next(iter(outputs.values())) if len(outputs) == 1 else outputs
-        return Encoded(dumps({"outputs": value}))
+        return Encoded(await encode_json(plane, {"outputs": value}))
     if len(outputs) == 1:
-        return Encoded(dumps({"predictions": next(iter(outputs.values()))}))
+        return Encoded(await encode_json(plane, {"predictions": next(iter(outputs.values()))}))
     rows = {len(array) for array in result.outputs.values() if array.ndim >= 1}
     if len(rows) != 1 or any(array.ndim == 0 for array in result.outputs.values()):
         raise InvalidInput(
@@ -77,7 +78,7 @@ async def predict(plane: DataPlane, body: bytes, name: str, version: int | None)
         )
     count = rows.pop()
     predictions = [{key: value[i] for key, value in outputs.items()} for i in range(count)]
-    return Encoded(dumps({"predictions": predictions}))
+    return Encoded(await encode_json(plane, {"predictions": predictions}))
 
 
 def status(repository: ModelRepository, name: str, version: int | None) -> Encoded:

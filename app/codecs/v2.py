@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from app.codecs.common import Encoded, dumps, json_value, may_hold_booleans, require_object
+from app.codecs.common import (
+    Encoded,
+    dumps,
+    encode_json,
+    json_value,
+    may_hold_booleans,
+    require_object,
+)
 from app.dataplane import DataPlane, InferenceRequest
 from app.errors import InvalidInput, ModelNotReady
 from app.main_version import VERSION
@@ -25,11 +32,9 @@ from app.predictor import SignatureRunner
 from app.repository import ModelRepository
 from app.served import ServedVersion
 from app.tensors import NUMPY_OF_V2, binary_to_array, kind, show_shape, v2_datatype
-from app.validation import check_json_content_type, decode_json
+from app.validation import check_json_content_type, decode_json_async, parse_numeric_header
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-#: Digits a length header may have (8 MiB bodies need 7).
-MAX_LENGTH_DIGITS = 12
 INPUT_FIELDS = ("name", "shape", "datatype", "parameters", "data")
 
 
@@ -101,17 +106,13 @@ def _flag(parameters: Any, key: str, where: str) -> bool:
 
 def parse_length_header(declared: str, body_length: int) -> int:
     """The JSON header's length from `Inference-Header-Content-Length`, length-checked first."""
-    if (
-        not declared.isascii()
-        or not declared.isdigit()
-        or len(declared) > MAX_LENGTH_DIGITS
-        or int(declared) > body_length
-    ):
+    length = parse_numeric_header(declared, HEADER_LENGTH)
+    if length > body_length:
         raise InvalidInput(
             f"{HEADER_LENGTH} must be the byte length of the JSON header "
-            f"(0..{body_length}), got {declared[:32]!r}."
+            f"(0..{body_length}), got {declared.strip()[:32]!r}."
         )
-    return int(declared)
+    return length
 
 
 def _read_input(
@@ -218,7 +219,9 @@ async def infer(
     else:
         split = parse_length_header(header_length, len(body))
         header, binary = body[:split], memoryview(body)[split:]
-    document = require_object(decode_json(header), ("id", "parameters", "inputs", "outputs"))
+    document = require_object(
+        await decode_json_async(header), ("id", "parameters", "inputs", "outputs")
+    )
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string.")
@@ -288,9 +291,9 @@ async def infer(
             tensor["data"] = json_value(array.reshape(-1))
         described.append(tensor)
     response["outputs"] = described
+    json_header = await encode_json(plane, response, sum(len(chunk) for chunk in chunks))
     if not chunks:
-        return Encoded(dumps(response))
-    json_header = dumps(response)
+        return Encoded(json_header)
     return Encoded(
         b"".join([json_header, *chunks]),
         media_type="application/octet-stream",

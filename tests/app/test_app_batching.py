@@ -106,3 +106,59 @@ def test_max_rows_one_calls_the_model_once_per_request(max_rows: int) -> None:
 
     asyncio.run(go())
     assert calls == [2] * 5
+
+
+def test_large_calls_run_off_the_loop_and_small_ones_on_it() -> None:
+    """Calls of `offload_rows` rows or more run in a worker thread; the loop stays free."""
+    import threading
+    import time
+
+    loop_thread: list[int] = []
+    call_threads: dict[int, int] = {}
+
+    def fn(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = rows["x"]
+        call_threads[len(x)] = threading.get_ident()
+        if len(x) >= 8:
+            time.sleep(0.3)  # a long model call (TensorFlow releases the GIL as sleep does)
+        return {"y": x * 2.0}
+
+    async def main() -> tuple[list[np.ndarray], int]:
+        loop_thread.append(threading.get_ident())
+        batcher = Batcher(fn, split_dict, max_rows=64, offload_rows=8)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.ensure_future(tick())
+        big = np.arange(16, dtype=np.float32).reshape(8, 2)
+        results = await asyncio.gather(batcher.submit({"x": big}))
+        small = await batcher.submit({"x": np.ones((1, 2), np.float32)})
+        ticker.cancel()
+        return [results[0]["y"], small["y"]], ticks
+
+    (big_result, small_result), ticks = asyncio.run(main())
+    np.testing.assert_array_equal(big_result, np.arange(16, dtype=np.float32).reshape(8, 2) * 2)
+    np.testing.assert_array_equal(small_result, np.full((1, 2), 2.0, np.float32))
+    assert call_threads[8] != loop_thread[0]
+    assert call_threads[1] == loop_thread[0]
+    assert ticks >= 10  # the loop ran its timer during the 0.3 s call
+
+
+def test_an_off_loop_failure_reaches_every_caller() -> None:
+    def fn(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise ValueError("boom")
+
+    async def main() -> list[BaseException | dict]:
+        batcher = Batcher(fn, split_dict, max_rows=64, offload_rows=2)
+        return await asyncio.gather(
+            batcher.submit({"x": np.zeros((1, 2), np.float32)}),
+            batcher.submit({"x": np.zeros((1, 2), np.float32)}),
+            return_exceptions=True,
+        )
+
+    assert all(isinstance(r, ValueError) for r in asyncio.run(main()))
