@@ -11,12 +11,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import health, native, tfserving, ui, v2
 from app.api.common import EXTRA_SCHEMAS, ErrorBody, ProtocolErrorBody
 from app.api.handlers import install_error_handlers
 from app.config import Settings, get_settings
 from app.dataplane import DataPlane
+from app.fastlane import FastLane
 from app.main_version import VERSION
 from app.metrics import ServiceMetrics
 from app.middleware import (
@@ -93,7 +95,7 @@ def _document_validation_errors(schema: dict[str, Any]) -> None:
     components.setdefault("ProtocolErrorBody", ProtocolErrorBody.model_json_schema())
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> "Service":
     """Build the service.
 
     Args:
@@ -101,7 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             (that is how `python -m app` and uvicorn's factory mode call it).
 
     Returns:
-        The FastAPI app; its lifespan starts and stops the model poller.
+        The service (`Service`): the FastAPI app behind the middleware chain and
+        the inference fast lane; its lifespan starts and stops the model poller.
     """
     settings = settings or get_settings()
     metrics = ServiceMetrics()
@@ -131,11 +134,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Other routers (e.g. the diagnostics page, app.api.ui) are included here.
     app.include_router(ui.router)
 
-    # add_middleware wraps: the last added is the outermost.
-    app.add_middleware(ResponseBudgetMiddleware, max_bytes=settings.max_response_bytes)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(
-        ConcurrencyLimitMiddleware,
+    # The hot inference routes run on the fast lane; everything else on FastAPI. One
+    # middleware chain wraps both, so they share the request ids, logs, metrics, API key,
+    # concurrency bound, body limit and response budget (outermost first).
+    chain: ASGIApp = ResponseBudgetMiddleware(
+        FastLane(app, dataplane), max_bytes=settings.max_response_bytes
+    )
+    chain = BodyLimitMiddleware(chain, max_bytes=settings.max_body_bytes)
+    chain = ConcurrencyLimitMiddleware(
+        chain,
         max_in_flight=settings.max_concurrent_requests,
         max_queued=settings.max_queued_requests,
         open_paths=OPEN_PATHS,
@@ -143,10 +150,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     api_key = settings.api_key_value
     if api_key is not None:
-        app.add_middleware(
-            ApiKeyMiddleware, api_key=api_key, open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES
+        chain = ApiKeyMiddleware(
+            chain, api_key=api_key, open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES
         )
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    chain = ObservabilityMiddleware(chain, metrics=metrics)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -164,4 +171,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return app
+    return Service(app, chain)
+
+
+class Service:
+    """The ASGI app uvicorn runs: the middleware chain around the fast lane and FastAPI.
+
+    Lifespan events go to the FastAPI app (it starts and stops the model
+    poller); every other attribute (`state`, `router`, `openapi`, `routes`...)
+    is the FastAPI app's, so the service is used like one.
+
+    Args:
+        app: The FastAPI app.
+        chain: The middleware chain ending in the fast lane, which ends in `app`.
+    """
+
+    def __init__(self, app: FastAPI, chain: ASGIApp) -> None:
+        self.fastapi = app
+        self.chain = chain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run one connection's event (lifespan on FastAPI, requests through the chain)."""
+        if scope["type"] == "lifespan":
+            await self.fastapi(scope, receive, send)
+        else:
+            await self.chain(scope, receive, send)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fastapi, name)
