@@ -278,7 +278,25 @@
     if (examples.length) {
       select.value = "0";
       await pickExample(0);
+    } else if (startAtZeros()) {
+      await run(readFields().rows, null);
+      $("input-note").textContent = "No examples in the metadata: the inputs start at zeros.";
     }
+  }
+
+  // Fills every input with zeros of its row shape; false when a shape is not fully known.
+  function startAtZeros() {
+    for (const spec of state.inputs) {
+      const dims = rowShape(spec);
+      if (!dims || dims.some((d) => d < 0)) return false;
+    }
+    for (const spec of state.inputs) {
+      const dims = rowShape(spec);
+      const zero = spec.dtype === "bool" ? false : 0;
+      if (spec.dtype === "string") return false;
+      setField(spec, reshape(new Array(product(dims)).fill(zero), dims));
+    }
+    return state.inputs.length > 0;
   }
 
   function isExported() {
@@ -586,8 +604,8 @@
       p.append(isExported() ? "No decoding in the metadata: raw outputs below." : "Raw outputs below.");
     }
     if (example && example.label !== undefined && example.label !== null) {
-      const ok = decoded === example.label;
-      p.append(` — true label ${example.label}, ${ok ? "correct" : "wrong"}`);
+      if (decoding) p.append(` — true label ${example.label}, ${decoded === example.label ? "correct" : "wrong"}`);
+      else p.append(` (the example's label: ${example.label})`);
     }
 
     const box = $("outputs");
@@ -612,9 +630,15 @@
         drawImage(canvas, flat, image, spec.range);
         block.append(canvas);
       }
+      // Relaxed values come from /grad, which only diffround.export models have.
+      const heads = isExported() ? ["element", "hard", "relaxed"] : ["element", "value"];
       const table = el("table", { className: "values", testid: "output-table" });
       table.append(
-        el("thead", {}, el("tr", {}, ...["element", "hard", "relaxed"].map((t) => el("th", { scope: "col", text: t })))),
+        el(
+          "thead",
+          {},
+          el("tr", {}, ...heads.map((t) => el("th", { scope: "col", text: t }))),
+        ),
       );
       const tbody = el("tbody");
       flat.slice(0, MAX_ELEMENTS).forEach((v, k) => {
@@ -624,7 +648,7 @@
             { testid: "output-row" },
             el("th", { scope: "row", text: outputElementName(name, k, dims) }),
             el("td", { testid: "output-hard", text: fmt(v) }),
-            el("td", { testid: "output-relaxed", text: "—" }),
+            ...(isExported() ? [el("td", { testid: "output-relaxed", text: "—" })] : []),
           ),
         );
       });
