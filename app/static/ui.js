@@ -112,6 +112,19 @@
 
   const product = (dims) => dims.reduce((a, b) => a * b, 1);
 
+  // Smallest and largest finite value (loops: spreading a large tensor overflows the stack).
+  function minOf(values, start = Infinity) {
+    let m = start;
+    for (const v of values) if (Number.isFinite(v) && v < m) m = v;
+    return m;
+  }
+
+  function maxOf(values, start = -Infinity) {
+    let m = start;
+    for (const v of values) if (Number.isFinite(v) && v > m) m = v;
+    return m;
+  }
+
   function flatten(v, out = []) {
     if (Array.isArray(v)) for (const x of v) flatten(x, out);
     else out.push(v);
@@ -369,7 +382,7 @@
     state.inputs.forEach((spec, i) => {
       const id = `input-${i}`;
       const dims = rowShape(spec);
-      const shape = dims ? `[${dims.join(", ")}] per row` : "rank unknown";
+      const shape = !dims ? "rank unknown" : dims.length ? `[${dims.join(", ")}] per row` : "one value per row";
       const field = el("fieldset", { className: "field", testid: "input-field", "data-input": spec.name });
       const legend = el("legend", {}, el("code", { text: spec.name }), ` ${spec.dtype}, ${shape}`);
       field.append(legend);
@@ -616,7 +629,7 @@
       const dims = dimsOf(value);
       const flat = flatten(value);
       const block = el("div", { className: "output-block", testid: "output-block", "data-output": name });
-      const head = el("h3", {}, el("code", { text: name }), ` [${dims.join(", ")}]`);
+      const head = el("h3", {}, el("code", { text: name }), dims.length ? ` [${dims.join(", ")}]` : " (scalar)");
       block.append(head);
       const bits = [];
       if (spec.description) bits.push(spec.description);
@@ -836,7 +849,7 @@
     const ctx = canvas.getContext("2d");
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     const nums = flat.map(Number);
-    let [lo, hi] = Array.isArray(range) ? range : [Math.min(0, ...nums), Math.max(...nums)];
+    let [lo, hi] = Array.isArray(range) ? range : [minOf(nums, 0), maxOf(nums)];
     if (!(hi > lo)) hi = lo + 1;
     const cw = canvas.width / image.w;
     const ch = canvas.height / image.h;
@@ -954,7 +967,7 @@
     const scale = $("heatmap-scale").getContext("2d");
     scale.clearRect(0, 0, 240, 14);
     const { values, image } = heatValues(grad);
-    const m = Math.max(...values.map((v) => (Number.isFinite(v) ? Math.abs(v) : 0)));
+    const m = maxOf(values.map(Math.abs), 0);
     const cw = canvas.width / image.w;
     const ch = canvas.height / image.h;
     values.forEach((v, i) => {
@@ -1022,11 +1035,11 @@
   function tiledCurve(curve, grid, pre) {
     const step = grid && grid.step > 0 ? grid.step : 1;
     const offset = grid && Number.isFinite(grid.offset) ? grid.offset : 0;
-    const x0 = Math.min(...curve.x);
-    const x1 = Math.max(...curve.x);
+    const x0 = minOf(curve.x);
+    const x1 = maxOf(curve.x);
     const finite = pre.filter(Number.isFinite);
-    let kmin = finite.length ? Math.floor((Math.min(...finite) - x0) / step) : 0;
-    let kmax = finite.length ? Math.ceil((Math.max(...finite) - x1) / step) : 0;
+    let kmin = finite.length ? Math.floor((minOf(finite) - x0) / step) : 0;
+    let kmax = finite.length ? Math.ceil((maxOf(finite) - x1) / step) : 0;
     kmin = Math.min(kmin, 0);
     kmax = Math.max(kmax, 0);
     if (grid && Number.isFinite(grid.min)) kmin = Math.max(kmin, Math.min(0, Math.ceil((grid.min - offset) / step - 1e-9)));
@@ -1062,8 +1075,8 @@
     const W = 560;
     const left = 56;
     const right = 16;
-    const x0 = Math.min(...t.x);
-    const x1 = Math.max(...t.x);
+    const x0 = minOf(t.x);
+    const x1 = maxOf(t.x);
     const sx = (x) => left + ((x - x0) / (x1 - x0)) * (W - left - right);
     const n = pre.length;
     // Exact rounding to the grid (clamped to its bounds), as a staircase.
@@ -1101,8 +1114,8 @@
     for (const panel of panels) {
       const ys = panel.curve.filter(Number.isFinite).concat(panel.reference.map((p) => p[1]));
       for (let k = 0; k < n; k++) if (Number.isFinite(panel.point(k))) ys.push(panel.point(k));
-      let lo = Math.min(0, ...ys);
-      let hi = Math.max(...ys);
+      let lo = minOf(ys, 0);
+      let hi = maxOf(ys);
       const pad = (hi - lo || 1) * 0.08;
       lo -= pad;
       hi += pad;
