@@ -266,6 +266,8 @@
 
   async function selectModel(name) {
     state.model = name;
+    state.runId++; // a run still under way for the previous model is dropped
+    setStatus(state.runId, "loading");
     state.entry = state.entries.find((m) => m.name === name) || null;
     state.meta = null;
     state.heat = null;
@@ -294,6 +296,8 @@
     } else if (startAtZeros()) {
       await run(readFields().rows, null);
       $("input-note").textContent = "No examples in the metadata: the inputs start at zeros.";
+    } else {
+      setStatus(state.runId, "done");
     }
   }
 
