@@ -83,9 +83,11 @@ def serve(models_root: Path, log_dir: Path, **extra_env: str) -> Iterator[str]:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
             try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                # Ready once every model directory serves a version (the page lists them all).
+                models = httpx.get(f"{base}/models", timeout=2).json().get("models", [])
+                if models and all(m["ready"] for m in models):
                     break
-            except httpx.TransportError:
+            except (httpx.TransportError, ValueError):
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server not ready in 90 s:\n{log_path.read_text()[-4000:]}")
