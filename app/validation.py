@@ -8,6 +8,7 @@ exactly what is wrong (which row, which value, what was expected).
 import asyncio
 import json
 import math
+import re
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -41,6 +42,9 @@ _CLASSES = bytearray(256)
 for _char, _class in zip(b'[{]}:"', (_OPEN, _OPEN, _CLOSE, _CLOSE, _COLON, _QUOTE), strict=True):
     _CLASSES[_char] = _class
 _CLASS_TABLE = bytes(_CLASSES)
+# A JSON string token (the "unrolled loop" form: linear time), then the colon of a key.
+# Scanning a valid text left to right, every match starts at an opening quote.
+_STRING_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?', re.DOTALL)
 #: Up to this many string tokens, their bytes are blanked slice by slice; above, in one pass.
 _FEW_STRINGS = 32
 _NON_FINITE_NAMES = {"NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity"}
@@ -289,12 +293,21 @@ def _check_structure(
     orjson silently keeps the last of repeated keys, so each repetition makes
     the decoded document hold one key fewer than the text: compare the counts.
     """
-    if structure is None:
-        if body.count(b"[") + body.count(b"{") <= max_depth and b":" not in body:
-            return  # nothing to check: too few brackets to nest deeper, no key at all
+    if structure is not None:
+        text_keys = structure.keys
+    elif body.count(b"[") + body.count(b"{") > max_depth:
         structure = json_structure(body)
         _check_counts(structure, max_depth)
-    text_keys = structure.keys
+        text_keys = structure.keys
+    elif b":" not in body:
+        return  # too few brackets to nest too deeply, and no key at all
+    else:
+        # A small body (the usual one-row request): one regex pass in C costs ~1 us where
+        # the NumPy scan's fixed cost is ~25 us. The pattern is linear (no nested
+        # quantifier can backtrack); each match is one string token, with its colon if
+        # it is a key, and findall gives b"" for the tokens that are not keys.
+        found = _STRING_TOKEN.findall(body)
+        text_keys = len(found) - found.count(b"")
     if text_keys == 0:
         return
     # The usual request ({"inputs": [[...], ...]}): the text holds exactly one key per key
