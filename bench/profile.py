@@ -17,7 +17,7 @@ from bench.loadgen import run_wrk
 #: a sample goes to the first bucket any of its frames matches.
 BUCKETS = (
     ("model call (TensorFlow)", ("tensorflow/", "predictor.py")),
-    ("request parsing + validation (orjson, NumPy)", ("app/validation.py", "read_json")),
+    ("request parsing + validation (orjson, NumPy)", ("app/validation.py", "decode_json")),
     ("response (orjson render)", ("NumpyJSONResponse", "render (app/api/common.py")),
     (
         "service middleware (request id, metrics, logs, body limit)",

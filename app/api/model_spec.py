@@ -89,8 +89,13 @@ def _servable(runner: SignatureRunner) -> bool:
     return bool(runner.inputs) and all(spec.batched for spec in runner.inputs.values())
 
 
-def native_body(plane: DataPlane, served: list[ServedVersion], *, grad: bool) -> dict[str, Any]:
-    """The `/predict` (or `/grad`) body: one alternative per served model (and the default)."""
+def native_body(
+    plane: DataPlane, served: list[ServedVersion], *, grad: bool
+) -> dict[str, Any] | None:
+    """The `/predict` (or `/grad`) body: one alternative per served model (and the default).
+
+    None when no served model can take the request (the generic schema stays).
+    """
     default = plane.repository.default_name
     alternatives = []
     for version in served:
@@ -116,7 +121,7 @@ def native_body(plane: DataPlane, served: list[ServedVersion], *, grad: bool) ->
                     "oneOf": [{"required": ["inputs"]}, {"required": ["instances"]}],
                 }
             )
-    return {"oneOf": alternatives} if alternatives else {"not": {}}
+    return {"oneOf": alternatives} if alternatives else None
 
 
 def tfserving_body(plane: DataPlane, version: ServedVersion) -> dict[str, Any] | None:
@@ -260,7 +265,9 @@ def add_served_models(schema: dict[str, Any], plane: DataPlane) -> None:
     names = [version.name for version in served]
     paths = schema["paths"]
     for path, grad in (("/predict", False), ("/grad", True)):
-        paths[path]["post"]["requestBody"] = _json_body(native_body(plane, served, grad=grad))
+        body = native_body(plane, served, grad=grad)
+        if body is not None:
+            paths[path]["post"]["requestBody"] = _json_body(body)
     templates = {
         "/v1/models/{name}:predict": (tfserving_body, "/v1/models/{model}:predict"),
         "/v1/models/{name}/versions/{version}:predict": (
