@@ -603,7 +603,7 @@ def check_good_request(client, reference: support.Reference, kind: str, seed: in
         response = client.post("/predict", json={"inputs": rows.tolist()})
         assert response.status_code == 200, response.text
         body = response.json()
-        assert (body["model"], body["version"]) == (MODEL, 1), body
+        assert body["model"] == MODEL and type(body["version"]) is int, body
         support.assert_outputs_equal(
             support.as_arrays(body["outputs"]), reference.predict(rows), where
         )
