@@ -158,7 +158,9 @@ def measure(
                 )
                 extra_routes.append(path)
         grad_bodies = {
-            rows: body_file(f"grad-{rows}", protocols.body(protocols.NATIVE, spec, spec.batch(rows)))
+            rows: body_file(
+                f"grad-{rows}", protocols.body(protocols.NATIVE, spec, spec.batch(rows))
+            )
             for rows, _ in GRAD_RUNS
         }
         grad = svc is not None and big_and_grad and spec.gradients
