@@ -39,7 +39,7 @@ def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     loaded = tf.saved_model.load(args.model_dir)
-    reference = SavedModelRunner(loaded, KEY)
+    reference = SavedModelRunner(KEY, loaded.signatures[KEY])
     spec = load_spec(args.model_dir, loaded)
     probes = _probes(spec, max(len(spec.examples), 1) if spec.examples else 8)
     started = time.perf_counter()
