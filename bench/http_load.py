@@ -236,6 +236,17 @@ def measure(
                 cells[("service", "/predict")][1],
                 seconds=profile_seconds,
             )
+            if grad:
+                log(f"  profiling /grad, 1 row, 1 connection ({profile_seconds:g} s, py-spy)")
+                result["profile_grad"] = profile.record(
+                    svc,
+                    svc.url + "/grad",
+                    grad_bodies[1],
+                    seconds=profile_seconds,
+                    connections=1,
+                    name="grad",
+                    gil=False,
+                )
     result["loads"] = [_median_load(v).as_dict() for v in runs.values()]
     result["requests_per_model_call"] = {
         str(c): round(statistics.median(v), 2) for c, v in per_call.items()

@@ -642,27 +642,45 @@ def render(results: dict, command: str, previous: str | None) -> str:
                     cells += [str(value), "-"]
             out.append(f"| `{method}` | " + " | ".join(cells) + " |")
         out.append("")
-    prof = http.get("profile") or {}
-    if prof:
-        out += ["## Profile: the service under 32 connections (py-spy, 200 Hz)", ""]
-        if "skipped" in prof:
-            out += [f"Skipped: {prof['skipped']}", ""]
-        else:
-            out += [
-                f"{prof['samples']} samples (`py-spy record --gil`: only while the worker holds "
-                "the GIL, so idle time is left out, and so is TensorFlow's kernel time, which "
-                "runs without the GIL: the model row is the Python side of the call). Share by "
-                "component (a sample goes to the innermost frame that matches):",
-                "",
-                "| component | share |",
-                "|---|---|",
-            ]
-            out += [f"| {name} | {share}% |" for name, share in prof["buckets"]]
-            out += ["", "Top functions by self time:", "", "| function | self |", "|---|---|"]
-            out += [f"| `{frame[:110]}` | {share}% |" for frame, share in prof["self_top"]]
-            out.append("")
+    for key, title in (
+        ("profile", "the service's /predict under 32 connections"),
+        ("profile_grad", "the service's /grad, 1 row, 1 connection"),
+    ):
+        prof = http.get(key) or {}
+        if prof:
+            out += _profile_section(prof, title)
     out += ["## Notes", "", NOTES_BEGIN, _kept_notes(previous), NOTES_END, ""]
     return "\n".join(out)
+
+
+def _profile_section(prof: dict, title: str) -> list[str]:
+    out = [f"## Profile: {title} (py-spy, 200 Hz)", ""]
+    if "skipped" in prof:
+        return [*out, f"Skipped: {prof['skipped']}", ""]
+    if prof.get("gil", True):
+        how = (
+            "`py-spy record --gil`: only while the worker holds the GIL, so idle time is left "
+            "out, and so is TensorFlow's kernel time, which runs without the GIL: the model row "
+            "is the Python side of the call"
+        )
+    else:
+        how = (
+            "`py-spy record` without `--gil`: every thread's stack while not idle, so the "
+            "model's kernels count in the model row; uvloop's own C work shows as "
+            "`Runner.run`"
+        )
+    out += [
+        f"{prof['samples']} samples ({how}). Share by component (a sample goes to the "
+        "innermost frame that matches):",
+        "",
+        "| component | share |",
+        "|---|---|",
+    ]
+    out += [f"| {name} | {share}% |" for name, share in prof["buckets"]]
+    out += ["", "Top functions by self time:", "", "| function | self |", "|---|---|"]
+    out += [f"| `{frame[:110]}` | {share}% |" for frame, share in prof["self_top"]]
+    out.append("")
+    return out
 
 
 def _kept_notes(previous: str | None) -> str:
