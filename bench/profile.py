@@ -109,19 +109,21 @@ def record(
         "--output",
         str(raw),
     ]
-    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    loader = threading.Thread(
-        target=run_wrk,
-        args=(server.name, url, body),
-        kwargs={
-            "rows": 1,
-            "connections": connections,
-            "seconds": seconds + 1,
-        },
-    )
-    loader.start()
-    _, err = spy.communicate(timeout=seconds + 60)
-    loader.join()
-    if spy.returncode != 0 or not raw.exists():
-        return {"skipped": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
+    err = b""
+    for _ in range(2):  # py-spy sometimes fails to attach at once (retry_new): one more try
+        raw.unlink(missing_ok=True)
+        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        loader = threading.Thread(
+            target=run_wrk,
+            args=(server.name, url, body),
+            kwargs={"rows": 1, "connections": connections, "seconds": seconds + 1},
+        )
+        loader.start()
+        _, err = spy.communicate(timeout=seconds + 60)
+        loader.join()
+        if spy.returncode == 0 and raw.exists():
+            break
+    else:
+        text = err.decode(errors="replace")
+        return {"skipped": f"py-spy failed: {text[:300]} ... {text[-200:]}"}
     return {**summarize(raw), "connections": connections, "gil": gil, "path": url.split("/", 3)[-1]}
