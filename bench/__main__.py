@@ -14,6 +14,11 @@ Parts (all by default; pick with --only / --skip):
   cold        cold start and RSS vs `python -c "import tensorflow"`
   surrogates  every surrogate's forward+backward on 1M elements vs `ste`, graph and XLA
 
+The model is the default one (trained as `make default-model` when absent) or any
+SavedModel given with --model-dir: every request body and answer check comes from its
+signature and metadata examples, and every model server must answer it identically
+before anything is measured.
+
 Writes docs/benchmarks.md (the targets table, details and the machine) unless --no-write,
 and the raw results to .cache/bench/results.json. Not a test: it asserts nothing.
 """
@@ -24,6 +29,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -58,6 +64,29 @@ def default_model_dir(models_root: Path, name: str = "digit-bits") -> Path:
         if found is None:
             raise SystemExit(f"bench: training left no model in {models_root / name}")
     return found
+
+
+def served_root(model_dir: Path, name: str | None = None) -> tuple[Path, str]:
+    """A private models root holding only the model under test; (root, model name).
+
+    `model_dir` is a SavedModel directory: a TF Serving version directory
+    (`<root>/<name>/<digits>`, the name taken from its parent) or any other
+    SavedModel (the name taken from the directory, served as version 1). The root is
+    `.cache/bench/models/` with one symlink `<name>/<version>` -> `model_dir`, so the
+    service loads that model alone and answers it as its default model.
+    """
+    model_dir = model_dir.resolve()
+    if not (model_dir / "saved_model.pb").exists():
+        raise SystemExit(f"bench: {model_dir} is not a SavedModel directory (no saved_model.pb)")
+    numbered = model_dir.name.isdigit() and int(model_dir.name) > 0
+    name = name or (model_dir.parent.name if numbered else model_dir.name)
+    version = model_dir.name if numbered else "1"
+    root = CACHE_DIR / "models"
+    if root.exists():
+        shutil.rmtree(root)
+    (root / name).mkdir(parents=True)
+    (root / name / version).symlink_to(model_dir, target_is_directory=True)
+    return root, name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +125,20 @@ def main(argv: list[str] | None = None) -> int:
         "--models-root",
         type=Path,
         default=None,
-        help="models root (default: $MODELS_ROOT or models/)",
+        help="where the default model is (or is trained): $MODELS_ROOT or models/",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="benchmark this SavedModel instead of the default model: a version directory "
+        "(<root>/<name>/<n>) or any SavedModel directory; requests come from its signature "
+        "and metadata examples",
+    )
+    parser.add_argument(
+        "--model-name",
+        default=None,
+        help="the name to serve --model-dir under (default: from its path)",
     )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-write", action="store_true", help="print only; keep the doc as is")
@@ -130,9 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": seconds,
         "reps": reps,
         "parts": sorted(parts),
+        "uptime_at_start": _uptime(),
     }
-    model_dir = default_model_dir(models_root)
-    _log(f"bench: model {model_dir}; parts {', '.join(sorted(parts))}")
+    if args.output.exists():  # the committed run, for the CPU-per-request regression rows
+        results["baseline"] = report.baseline_from(args.output.read_text())
+    model_dir = (args.model_dir or default_model_dir(models_root)).resolve()
+    models_root, model = served_root(model_dir, args.model_name)
+    results["model"] = {"name": model, "dir": _shown(model_dir)}
+    _log(f"bench: model {model} ({model_dir}); parts {', '.join(sorted(parts))}")
 
     if "limit" in parts:
         _log("bench: the limit (in-process, pinned to the server core)")
@@ -171,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         results["http"] = http_load.measure(
             model_dir,
             models_root,
+            model,
             seconds=seconds,
             reps=reps,
             with_peer=with_peer,
@@ -184,11 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     if "workers2" in parts:
         _log("bench: extra, WORKERS=2 unpinned")
         results["workers2"] = http_load.measure_two_workers(
-            models_root, model_dir, seconds=seconds, log=_log
+            models_root, model, seconds=seconds, log=_log
         )
     if "cold" in parts:
         _log("bench: cold start and RSS")
-        results["cold"] = coldstart.measure(models_root, reps=2 if args.quick else 3, log=_log)
+        results["cold"] = coldstart.measure(
+            models_root, model, reps=2 if args.quick else 3, log=_log
+        )
     if "surrogates" in parts:
         _log("bench: surrogates, forward+backward on 1M elements")
         results["surrogates"] = run_json(
@@ -198,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             base_env(),
         )
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
+    results["uptime_at_end"] = _uptime()
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     (CACHE_DIR / "results.json").write_text(json.dumps(results, indent=2))
     print()
     print(report.targets_table(report.targets(results)))
@@ -209,6 +261,22 @@ def main(argv: list[str] | None = None) -> int:
         report.write(args.output, results, command)
         print(f"bench: wrote {args.output}")
     return 0
+
+
+def _uptime() -> str:
+    """`uptime`'s line (load averages over 1, 5 and 15 minutes), or '' without it."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when inside it (no user paths in the doc)."""
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return path.name
 
 
 if __name__ == "__main__":

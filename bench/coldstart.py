@@ -39,9 +39,9 @@ def import_tensorflow() -> tuple[float, float]:
     return elapsed, rss
 
 
-def service_start(models_root: Path) -> tuple[float, float]:
+def service_start(models_root: Path, model: str) -> tuple[float, float]:
     """(seconds from spawn to the first 200 on /readyz, RSS in MiB then), one worker, pinned."""
-    server = servers.service(models_root, name="service-cold").start()
+    server = servers.service(models_root, model, name="service-cold").start()
     try:
         elapsed = server.wait_ready()
         rss = psutil.Process(server.process.pid).memory_info().rss / 2**20
@@ -50,14 +50,14 @@ def service_start(models_root: Path) -> tuple[float, float]:
     return elapsed, rss
 
 
-def measure(models_root: Path, *, reps: int, log: Callable[[str], None]) -> dict:
+def measure(models_root: Path, model: str, *, reps: int, log: Callable[[str], None]) -> dict:
     """Interleaved repetitions of both; medians."""
     tf_times, tf_rss, svc_times, svc_rss = [], [], [], []
     for rep in range(reps):
         t, r = import_tensorflow()
         tf_times.append(t)
         tf_rss.append(r)
-        t, r = service_start(models_root)
+        t, r = service_start(models_root, model)
         svc_times.append(t)
         svc_rss.append(r)
         log(

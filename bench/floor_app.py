@@ -13,7 +13,7 @@ app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 @app.post("/predict")
 async def predict() -> dict:
     """A constant answer the shape of `/predict`'s, without reading the body."""
-    return {"model": "floor", "version": 1, "outputs": [[0, 0, 1, 1]], "decoded": [3]}
+    return {"model": "floor", "version": 1, "outputs": {"bits": [[0, 0, 1, 1]]}, "decoded": [3]}
 
 
 @app.get("/readyz")

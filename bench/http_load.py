@@ -10,34 +10,48 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import servers
+from bench import protocols, servers
 from bench.common import Server, post_json, running
 from bench.loadgen import Load, body_file, run_wrk
+from bench.modelspec import ModelSpec
 
 CONNECTIONS = (1, 8, 32, 128)
 BIG_ROWS = 1024
 BIG_CONNECTIONS = 4
 GRAD_RUNS = ((1, 1), (1, 32), (64, 1))  # (rows per request, connections)
+#: The service's v1 and v2 routes run beside /predict at these connection counts.
+ROUTE_CONNECTIONS = (1, 32)
 
 
-def example_rows(model_dir: Path, count: int) -> list[list[float]]:
-    """Real digit rows from the model's metadata, cycled (or random grey levels)."""
-    metadata = json.loads((model_dir / "assets.extra" / "diffround.json").read_text())
-    rows = [e["inputs"] for e in metadata.get("examples") or [] if len(e.get("inputs", [])) == 64]
-    if not rows:
-        rows = np.random.default_rng(0).integers(0, 17, size=(8, 64)).tolist()
-    return [[float(v) for v in rows[i % len(rows)]] for i in range(count)]
-
-
-def _check(server: Server, path: str, body: bytes) -> list | None:
-    """POST once; raise unless 200; the answer's 0/1 codes (None for the constant servers)."""
+def _post(server: Server, path: str, body: bytes) -> dict:
+    """POST once; raise unless 200; the decoded answer."""
     status, answer = post_json(server.url + path, body)
     if status != 200:
         raise RuntimeError(f"{server.name} {path} answered {status}: {answer[:300]!r}")
-    document = json.loads(answer)
-    if path == "/grad":
-        return None
-    return servers.answer_rows(server.name, document)
+    return json.loads(answer)
+
+
+def check_answers(
+    spec: ModelSpec, answers: dict[str, tuple[str, dict]], reference: str | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Decode each (protocol, answer) and insist every one equals the first (or `reference`).
+
+    Raises:
+        RuntimeError: naming the route and the outputs that differ.
+    """
+    arrays = {k: protocols.answer_arrays(p, spec, doc) for k, (p, doc) in answers.items()}
+    if not arrays:
+        return arrays
+    first = reference or next(iter(arrays))
+    for key, got in arrays.items():
+        problems = protocols.differences(arrays[first], got)
+        if problems:
+            raise RuntimeError(
+                f"{key} answered differently from {first}: {'; '.join(problems)} "
+                f"({ {k: v.tolist() for k, v in got.items()} } vs "
+                f"{ {k: v.tolist() for k, v in arrays[first].items()} })"
+            )
+    return arrays
 
 
 def _median_load(loads: list[Load]) -> Load:
@@ -67,6 +81,7 @@ def _median_load(loads: list[Load]) -> Load:
 def measure(
     model_dir: Path,
     models_root: Path,
+    model: str,
     *,
     seconds: float,
     reps: int,
@@ -77,12 +92,19 @@ def measure(
     connections: tuple[int, ...] = CONNECTIONS,
     big_and_grad: bool = True,
     only: tuple[str, ...] | None = None,
+    spec: ModelSpec | None = None,
 ) -> dict:
     """Start every server pinned to the server core, then run the interleaved wrk matrix.
 
+    The request bodies come from the model's own signature and examples: the service's
+    `GET /models/{model}` (or `spec` when the service is not under test). Before any
+    load, every model server's answer to the same 1-row request (and the service's on
+    each of its routes) must have the same bytes in every output.
+
     Each repetition runs every (server, connections) cell once, in the same
     order, so drift in the machine's background load hits all servers alike;
-    the table reports medians over repetitions.
+    the service's /v1 and /v2 routes run right after its /predict at 1 and 32
+    connections; the table reports medians over repetitions.
 
     `connections`, `big_and_grad` and `only` (server names) trim the matrix for
     smoke runs of single pieces; the full benchmark uses the defaults.
@@ -90,104 +112,117 @@ def measure(
     under_test = [
         servers.asgi(),
         servers.floor(),
-        servers.service(models_root),
-        servers.naive(model_dir),
+        servers.service(models_root, model),
+        servers.naive(model_dir, model),
     ]
     if with_peer:
-        under_test.append(servers.peer(model_dir))
+        under_test.append(servers.peer(model_dir, model))
     if with_triton:
-        under_test.append(servers.triton(model_dir))
+        under_test.append(servers.triton(model_dir, model))
     if only:
         under_test = [s for s in under_test if s.name in only]
     by_name = {s.name: s for s in under_test}
-    one = example_rows(model_dir, 1)
-    big = example_rows(model_dir, BIG_ROWS)
-    bodies: dict[tuple[str, int], Path] = {}
-    for name in by_name:
-        bodies[(name, 1)] = body_file(f"{name}-1", servers.predict_body(name, one))
-        bodies[(name, BIG_ROWS)] = body_file(f"{name}-{BIG_ROWS}", servers.predict_body(name, big))
-    grad_bodies = {
-        rows: body_file(f"grad-{rows}", servers.predict_body("service", big[:rows]))
-        for rows, _ in GRAD_RUNS
-    }
+    svc = by_name.get("service")
     runs: dict[tuple, list[Load]] = defaultdict(list)
     per_call: dict[int, list[float]] = defaultdict(list)
-    result: dict = {"servers": {}, "loads": []}
+    result: dict = {"model": model, "servers": {}, "loads": []}
     with running(under_test):
-        answers = {}
+        if svc is not None:
+            spec = ModelSpec.from_service(svc.url, model)
+        if spec is None:
+            raise RuntimeError("no model spec: run the service or pass one")
+        result["spec"] = {
+            "inputs": [[t.name, t.dtype, list(t.shape)] for t in spec.inputs],
+            "outputs": [[t.name, t.dtype, list(t.shape)] for t in spec.outputs],
+            "examples": len(spec.examples),
+        }
+        one, big = spec.batch(1), spec.batch(BIG_ROWS)
+        # (server, path) -> (protocol, 1-row body, big body)
+        cells: dict[tuple[str, str], tuple[str | None, Path, Path]] = {}
         for server in under_test:
-            path, _ = servers.PREDICT_ROUTE[server.name]
-            answers[server.name] = _check(server, path, bodies[(server.name, 1)].read_bytes())
-            result["servers"][server.name] = {"ready_after_s": round(server.ready_after_s or 0, 2)}
-        models = [n for n, a in answers.items() if a is not None]
-        for name in models:  # the same model must give the same bits everywhere
-            if answers[name] != answers[models[0]]:
-                raise RuntimeError(
-                    f"{name} answered {answers[name]}, {models[0]} {answers[models[0]]}"
-                )
-        svc = by_name.get("service")
-        if svc is not None and big_and_grad:
-            _check(svc, "/grad", grad_bodies[1].read_bytes())
-        log("  warm-up")
-        for server in under_test:  # one short run each: JIT paths, connection pools, caches
-            path, _ = servers.PREDICT_ROUTE[server.name]
-            run_wrk(
-                server.name,
-                server.url + path,
-                bodies[(server.name, 1)],
-                rows=1,
-                connections=32,
-                seconds=1,
+            path, protocol = servers.predict_route(server.name, model)
+            wire = protocol or protocols.NATIVE
+            cells[(server.name, path)] = (
+                protocol,
+                body_file(f"{server.name}-1", protocols.body(wire, spec, one)),
+                body_file(f"{server.name}-{BIG_ROWS}", protocols.body(wire, spec, big)),
             )
+        extra_routes: list[str] = []
+        if svc is not None:
+            for kind in servers.SERVICE_ROUTES:
+                path, protocol = servers.service_route(kind, model)
+                cells[("service", path)] = (
+                    protocol,
+                    body_file(f"service-{kind}-1", protocols.body(protocol, spec, one)),
+                    body_file(f"service-{kind}-{BIG_ROWS}", protocols.body(protocol, spec, big)),
+                )
+                extra_routes.append(path)
+        grad_bodies = {
+            rows: body_file(
+                f"grad-{rows}", protocols.body(protocols.NATIVE, spec, spec.batch(rows))
+            )
+            for rows, _ in GRAD_RUNS
+        }
+        grad = svc is not None and big_and_grad and spec.gradients
+        answers = {}
+        for (name, path), (protocol, one_body, _) in cells.items():
+            document = _post(by_name[name], path, one_body.read_bytes())
+            if protocol is not None:
+                answers[f"{name} {path}"] = (protocol, document)
+        reference = next((k for k in answers if k.startswith("service ")), None)
+        arrays = check_answers(spec, answers, reference)
+        result["answer"] = {k: v.tolist() for k, v in next(iter(arrays.values())).items()}
+        result["checked"] = sorted(answers)
+        log(f"  same answer from {len(answers)} routes: {result['answer']}")
+        for server in under_test:
+            result["servers"][server.name] = {"ready_after_s": round(server.ready_after_s or 0, 2)}
+        if grad:
+            _post(svc, "/grad", grad_bodies[1].read_bytes())
+
+        def run(name: str, path: str, conns: int, rows: int = 1, body: Path | None = None) -> None:
+            server = by_name[name]
+            if body is None:
+                body = cells[(name, path)][1 if rows == 1 else 2]
+            load = run_wrk(
+                name,
+                server.url + path,
+                body,
+                rows=rows,
+                connections=conns,
+                seconds=seconds,
+                server_pid=server.process.pid,
+                timeout_s=10 if rows > 1 else 5,
+            )
+            runs[(name, path, rows, conns)].append(load)
+
+        log("  warm-up")
+        for (name, path), (_, one_body, _) in cells.items():  # JIT paths, pools, caches
+            run_wrk(name, by_name[name].url + path, one_body, rows=1, connections=32, seconds=1)
         for rep in range(reps):
             log(f"  repetition {rep + 1}/{reps}")
             for conns in connections:
                 for server in under_test:
-                    path, _ = servers.PREDICT_ROUTE[server.name]
+                    path, _ = servers.predict_route(server.name, model)
                     before = _batch_snapshot(svc) if server is svc else None
-                    load = run_wrk(
-                        server.name,
-                        server.url + path,
-                        bodies[(server.name, 1)],
-                        rows=1,
-                        connections=conns,
-                        seconds=seconds,
-                        server_pid=server.process.pid,
-                    )
-                    runs[(server.name, path, 1, conns)].append(load)
+                    run(server.name, path, conns)
                     if before is not None:
                         after = _batch_snapshot(svc)
                         calls = after[1] - before[1]
                         if calls > 0:
                             per_call[conns].append((after[0] - before[0]) / calls)
+                    if server is svc and conns in ROUTE_CONNECTIONS:
+                        for extra in extra_routes:
+                            run("service", extra, conns)
             if not big_and_grad:
                 continue
-            for rows, grad_conns in GRAD_RUNS:
-                load = run_wrk(
-                    "service",
-                    svc.url + "/grad",
-                    grad_bodies[rows],
-                    rows=rows,
-                    connections=grad_conns,
-                    seconds=seconds,
-                    server_pid=svc.process.pid,
-                )
-                runs[("service", "/grad", rows, grad_conns)].append(load)
+            if grad:
+                for rows, grad_conns in GRAD_RUNS:
+                    run("service", "/grad", grad_conns, rows, body=grad_bodies[rows])
             for server in under_test:
                 if server.name in servers.CONSTANT_SERVERS:
                     continue
-                path, _ = servers.PREDICT_ROUTE[server.name]
-                load = run_wrk(
-                    server.name,
-                    server.url + path,
-                    bodies[(server.name, BIG_ROWS)],
-                    rows=BIG_ROWS,
-                    connections=BIG_CONNECTIONS,
-                    seconds=seconds,
-                    timeout_s=10,
-                    server_pid=server.process.pid,
-                )
-                runs[(server.name, path, BIG_ROWS, BIG_CONNECTIONS)].append(load)
+                path, _ = servers.predict_route(server.name, model)
+                run(server.name, path, BIG_CONNECTIONS, BIG_ROWS)
         for server in under_test:
             rss = _rss_mb(server)
             result["servers"][server.name]["rss_mb_after_load"] = rss
@@ -196,8 +231,22 @@ def measure(
 
             log(f"  profiling the service under 32 connections ({profile_seconds:g} s, py-spy)")
             result["profile"] = profile.record(
-                svc, svc.url + "/predict", bodies[("service", 1)], seconds=profile_seconds
+                svc,
+                svc.url + "/predict",
+                cells[("service", "/predict")][1],
+                seconds=profile_seconds,
             )
+            if grad:
+                log(f"  profiling /grad, 1 row, 1 connection ({profile_seconds:g} s, py-spy)")
+                result["profile_grad"] = profile.record(
+                    svc,
+                    svc.url + "/grad",
+                    grad_bodies[1],
+                    seconds=profile_seconds,
+                    connections=1,
+                    name="grad",
+                    gil=False,
+                )
     result["loads"] = [_median_load(v).as_dict() for v in runs.values()]
     result["requests_per_model_call"] = {
         str(c): round(statistics.median(v), 2) for c, v in per_call.items()
@@ -206,15 +255,16 @@ def measure(
 
 
 def measure_two_workers(
-    models_root: Path, model_dir: Path, *, seconds: float, log: Callable[[str], None]
+    models_root: Path, model: str, *, seconds: float, log: Callable[[str], None]
 ) -> dict:
     """Extra: WORKERS=2, server and wrk unpinned (they share both cores)."""
-    server = servers.service(models_root, workers=2, cpus=None, name="service-2w")
+    server = servers.service(models_root, model, workers=2, cpus=None, name="service-2w")
     server.ready_streak = 40  # both workers answer 200
-    body = body_file("service2-1", servers.predict_body("service", example_rows(model_dir, 1)))
     loads = []
     with running([server]):
-        _check(server, "/predict", body.read_bytes())
+        spec = ModelSpec.from_service(server.url, model)
+        body = body_file("service2-1", protocols.body(protocols.NATIVE, spec, spec.batch(1)))
+        _post(server, "/predict", body.read_bytes())
         run_wrk(
             server.name, server.url + "/predict", body, rows=1, connections=32, seconds=1, cpus=None
         )

@@ -4,8 +4,9 @@ Runs in the benchmark-only virtual environment `.venv-bench-triton/`
 (bench/requirements-triton.txt), never in the service's. The nvidia-pytriton
 wheel ships `tritonserver` with the Python backend only (no TensorFlow
 backend), so the model is a Python function calling the SavedModel's
-`serving_default`, bound with dynamic batching (no queue delay: Triton
-batches whatever queued while the previous call ran), v2 protocol over HTTP.
+`serving_default` (inputs and outputs bound from its signature: any model),
+bound with dynamic batching (no queue delay: Triton batches whatever queued
+while the previous call ran), v2 protocol over HTTP.
 TensorFlow at one intra-op and one inter-op thread, as the service's workers.
 
 Triton's backend helper loads `libpython3.11.so`; under an interpreter that
@@ -31,6 +32,18 @@ from pytriton.triton import Triton, TritonConfig
 MAX_BATCH_SIZE = 1024
 
 
+def _tensors(specs: dict) -> list[Tensor]:
+    """PyTriton tensors for a signature's inputs or outputs (the batch dimension dropped)."""
+    return [
+        Tensor(
+            name=name,
+            dtype=spec.dtype.as_numpy_dtype,
+            shape=tuple(-1 if d is None else d for d in spec.shape.as_list()[1:]),
+        )
+        for name, spec in sorted(specs.items())
+    ]
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -38,11 +51,13 @@ def main() -> None:
     serving_default = tf.saved_model.load(os.environ["PEER_MODEL_DIR"]).signatures[
         "serving_default"
     ]
-    serving_default(inputs=tf.zeros([1, 64]))  # warm up
+    input_specs = dict(serving_default.structured_input_signature[1])
+    output_specs = dict(serving_default.structured_outputs)
 
     @batch
-    def infer(inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return {"outputs": serving_default(inputs=tf.constant(inputs))["outputs"].numpy()}
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        feeds = {n: tf.constant(v, dtype=input_specs[n].dtype) for n, v in inputs.items()}
+        return {k: v.numpy() for k, v in serving_default(**feeds).items()}
 
     config = TritonConfig(
         http_address="127.0.0.1",
@@ -58,8 +73,8 @@ def main() -> None:
         triton.bind(
             model_name=os.environ.get("PEER_MODEL_NAME", "digit-bits"),
             infer_func=infer,
-            inputs=[Tensor(name="inputs", dtype=np.float32, shape=(64,))],
-            outputs=[Tensor(name="outputs", dtype=np.float32, shape=(4,))],
+            inputs=_tensors(input_specs),
+            outputs=_tensors(output_specs),
             config=ModelConfig(
                 max_batch_size=MAX_BATCH_SIZE,
                 batcher=DynamicBatcher(max_queue_delay_microseconds=0),

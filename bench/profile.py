@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,16 +15,23 @@ from bench.loadgen import run_wrk
 #: (bucket, test on a frame's text), checked from the innermost frame outwards:
 #: a sample goes to the first bucket any of its frames matches.
 BUCKETS = (
-    ("model call (TensorFlow)", ("tensorflow/", "predictor.py")),
-    ("request parsing + validation (orjson, NumPy)", ("app/validation.py", "decode_json")),
-    ("response (orjson render)", ("NumpyJSONResponse", "render (app/api/common.py")),
+    ("model call (TensorFlow, TFLite)", ("tensorflow/", "app/predictor.py", "app/runtimes.py")),
     (
-        "service middleware (request id, metrics, logs, body limit)",
+        "request parsing + validation (orjson, NumPy)",
+        ("app/validation.py", "app/tensors.py", "app/dataplane.py", "_parse (app/codecs/"),
+    ),
+    (
+        "answer building + JSON encoding",
+        ("app/codecs/", "app/encoding.py", "app/interpret.py", "app/limits.py", "orjson"),
+    ),
+    ("fast lane (plain ASGI dispatch)", ("app/fastlane.py", "app/main.py")),
+    (
+        "service middleware (request id, metrics, logs, limits)",
         ("prometheus_client", "app/middleware.py", "logging/"),
     ),
     ("FastAPI/Starlette routing, dependencies", ("fastapi/", "starlette/")),
     ("uvicorn protocol (httptools)", ("uvicorn/",)),
-    ("batcher + event loop", ("app/batching.py", "asyncio/", "uvloop")),
+    ("batcher + event loop", ("app/batching.py", "app/served.py", "asyncio/", "uvloop")),
 )
 
 
@@ -64,12 +70,26 @@ def summarize(raw: Path, top: int = 15) -> dict:
     }
 
 
-def record(server: Server, url: str, body: Path, *, seconds: float) -> dict:
-    """Sample the server's process (py-spy, on the client's core) while wrk drives it."""
+def record(
+    server: Server,
+    url: str,
+    body: Path,
+    *,
+    seconds: float,
+    connections: int = 32,
+    name: str = "service",
+    gil: bool = True,
+) -> dict:
+    """Sample the server's process (py-spy, on the client's core) while wrk drives it.
+
+    With `gil` only samples where a thread holds the GIL count (idle time left out);
+    without it, every thread's Python stack while it is not idle (so work in
+    threads off the event loop and TensorFlow's calls count too).
+    """
     executable = py_spy()
     if executable is None:
         return {"skipped": "py-spy not installed (pip install -e '.[bench]')"}
-    raw = CACHE_DIR / "profile-service.txt"
+    raw = CACHE_DIR / f"profile-{name}.txt"
     argv = [
         "taskset",
         "-c",
@@ -83,25 +103,27 @@ def record(server: Server, url: str, body: Path, *, seconds: float) -> dict:
         "--rate",
         "200",
         "--nonblocking",
-        "--gil",
+        *(["--gil"] if gil else []),
         "--format",
         "raw",
         "--output",
         str(raw),
     ]
-    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    loader = threading.Thread(
-        target=run_wrk,
-        args=(server.name, url, body),
-        kwargs={
-            "rows": 1,
-            "connections": int(os.environ.get("PROF_CONNS", "32")),
-            "seconds": seconds + 1,
-        },
-    )
-    loader.start()
-    _, err = spy.communicate(timeout=seconds + 60)
-    loader.join()
-    if spy.returncode != 0 or not raw.exists():
-        return {"skipped": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
-    return summarize(raw)
+    err = b""
+    for _ in range(2):  # py-spy sometimes fails to attach at once (retry_new): one more try
+        raw.unlink(missing_ok=True)
+        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        loader = threading.Thread(
+            target=run_wrk,
+            args=(server.name, url, body),
+            kwargs={"rows": 1, "connections": connections, "seconds": seconds + 1},
+        )
+        loader.start()
+        _, err = spy.communicate(timeout=seconds + 60)
+        loader.join()
+        if spy.returncode == 0 and raw.exists():
+            break
+    else:
+        text = err.decode(errors="replace")
+        return {"skipped": f"py-spy failed: {text[:300]} ... {text[-200:]}"}
+    return {**summarize(raw), "connections": connections, "gil": gil, "path": url.split("/", 3)[-1]}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-PREDICT_BODY = b'{"model":"floor","version":1,"outputs":[[0,0,1,1]],"decoded":[3]}'
+PREDICT_BODY = b'{"model":"floor","version":1,"outputs":{"bits":[[0,0,1,1]]},"decoded":[3]}'
 READY_BODY = b'{"status":"ready"}'
 NOT_FOUND_BODY = b'{"detail":"Not Found"}'
 

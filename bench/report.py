@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,11 @@ NOTES_BEGIN = "<!-- notes:begin (kept by python -m bench across runs) -->"
 NOTES_END = "<!-- notes:end -->"
 #: The goal of a row measured for reference only (a limit, not a target).
 REFERENCE = "(a limit)"
+DEFAULT_MODEL = "digit-bits"
+#: The service's v1 and v2 routes against its /predict: req/s at least this share.
+ROUTE_SHARE = 0.8
+#: 1-row /predict CPU per request against the committed run: at most this ratio (issue 11).
+CPU_REGRESSION = 1.10
 
 
 def find(loads: list[dict], server: str, path: str, rows: int, connections: int) -> dict | None:
@@ -48,6 +54,7 @@ def targets(results: dict) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     http = results.get("http") or {}
     loads = http.get("loads") or []
+    model = _model(results)
     svc32 = find(loads, "service", "/predict", 1, 32)
     if svc32:
         asgi = find(loads, "asgi", "/predict", 1, 32)
@@ -71,7 +78,7 @@ def targets(results: dict) -> list[dict[str, Any]]:
             ("peer", "> 1.0", 1.0),
             ("triton", "> 1.0", 1.0),
         ):
-            ref = find(loads, other, _predict_path(other), 1, 32)
+            ref = find(loads, other, _predict_path(other, model), 1, 32)
             if ref is None or not ref["rps"]:
                 out.append(
                     _target(
@@ -125,6 +132,72 @@ def targets(results: dict) -> list[dict[str, Any]]:
                 "<= 0.5",
                 ratio <= 0.5,
                 "" if ratio <= 0.5 else f"{ratio / 0.5:.2f}x over",
+            )
+        )
+    for kind, label in (("v1", "/v1 :predict"), ("v2", "/v2 infer (JSON)")):
+        for conns in (1, 32):
+            route = find(loads, "service", _route_path(kind, model), 1, conns)
+            predict = find(loads, "service", "/predict", 1, conns)
+            if not route or not predict or not predict["rps"]:
+                continue
+            ratio = route["rps"] / predict["rps"]
+            cpu = None
+            if route.get("cpu_us_per_request") and predict.get("cpu_us_per_request"):
+                cpu = predict["cpu_us_per_request"] / route["cpu_us_per_request"]
+            ok = ratio >= ROUTE_SHARE
+            out.append(
+                _target(
+                    f"{label} 1-row, {conns} conn{'s' if conns > 1 else ''}: req/s vs /predict",
+                    f"{route['rps']:,.0f} vs {predict['rps']:,.0f} req/s",
+                    ratio,
+                    f">= {ROUTE_SHARE:.2f}",
+                    ok,
+                    "" if ok else f"needs {ROUTE_SHARE / ratio:.2f}x more",
+                    cpu=cpu,
+                )
+            )
+    baseline = results.get("baseline") or {}
+    for conns in (1, 32):
+        before = baseline.get(f"cpu_us_c{conns}")
+        now = find(loads, "service", "/predict", 1, conns)
+        if not before or not now or not now.get("cpu_us_per_request"):
+            continue
+        ratio = now["cpu_us_per_request"] / before
+        ok = ratio <= CPU_REGRESSION
+        out.append(
+            _target(
+                f"/predict 1-row, {conns} conn{'s' if conns > 1 else ''}: server CPU per "
+                f"request vs the committed run ({baseline.get('date')})",
+                f"{now['cpu_us_per_request']:,.0f} vs {before:,.0f} us",
+                ratio,
+                f"<= {CPU_REGRESSION:.2f}",
+                ok,
+                "" if ok else f"{(ratio - 1) * 100:.0f}% more CPU",
+            )
+        )
+    for conns in (1, 32):
+        # The same comparison with each run's CPU divided by its own trivial route's: what
+        # the service costs beyond the HTTP stack, steadier under other load on the machine.
+        before, before_floor = (baseline.get(f"{k}_c{conns}") for k in ("cpu_us", "floor_cpu_us"))
+        now = find(loads, "service", "/predict", 1, conns)
+        floor = find(loads, "floor", "/predict", 1, conns)
+        if not (before and before_floor and now and floor):
+            continue
+        if not (now.get("cpu_us_per_request") and floor.get("cpu_us_per_request")):
+            continue
+        share_now = now["cpu_us_per_request"] / floor["cpu_us_per_request"]
+        share_before = before / before_floor
+        ratio = share_now / share_before
+        ok = ratio <= CPU_REGRESSION
+        out.append(
+            _target(
+                f"/predict 1-row, {conns} conn{'s' if conns > 1 else ''}: server CPU per "
+                "request in trivial routes' CPU, vs the committed run's",
+                f"{share_now:.2f} vs {share_before:.2f} x the trivial route",
+                ratio,
+                f"<= {CPU_REGRESSION:.2f}",
+                ok,
+                "" if ok else f"{(ratio - 1) * 100:.0f}% more CPU",
             )
         )
     runtime = results.get("runtimes") or {}
@@ -227,11 +300,63 @@ def targets(results: dict) -> list[dict[str, Any]]:
     return out
 
 
-def _predict_path(server: str) -> str:
+def _predict_path(server: str, model: str = DEFAULT_MODEL) -> str:
     return {
-        "peer": "/v1/models/digit-bits:predict",
-        "triton": "/v2/models/digit-bits/infer",
+        "peer": f"/v1/models/{model}:predict",
+        "triton": f"/v2/models/{model}/infer",
     }.get(server, "/predict")
+
+
+def _route_path(kind: str, model: str) -> str:
+    """The service's route of `kind`: predict, v1, v2, grad."""
+    return {
+        "predict": "/predict",
+        "v1": f"/v1/models/{model}:predict",
+        "v2": f"/v2/models/{model}/infer",
+        "grad": "/grad",
+    }[kind]
+
+
+def _model(results: dict) -> str:
+    return (results.get("http") or {}).get("model") or DEFAULT_MODEL
+
+
+def baseline_from(text: str | None) -> dict | None:
+    """The committed run's 1-row CPU per request (us) at 1 and 32 connections.
+
+    Read from a previous docs/benchmarks.md: its "HTTP: 1-row requests" table
+    (cells `req/s (p50 / p99 ms; CPU us/req)`, one column per server, found by its
+    header: `service`, and `trivial endpoint` when present) and the date of its
+    "Generated by" line. None when the text has no such table.
+
+    Returns:
+        `{"cpu_us_c1", "cpu_us_c32"}` for the service, `{"floor_cpu_us_c1", ...}` for
+        the trivial route, and `"date"`.
+    """
+    if not text or "## HTTP: 1-row requests" not in text:
+        return None
+    section = text.split("## HTTP: 1-row requests", 1)[1].split("\n## ", 1)[0]
+    out: dict[str, Any] = {}
+    columns: dict[str, int] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == "connections":
+            for i, head in enumerate(cells):
+                for prefix, key in (("service:", "cpu_us"), ("trivial endpoint:", "floor_cpu_us")):
+                    if head.startswith(prefix):
+                        columns[key] = i
+            continue
+        if len(cells) < 2 or cells[0] not in ("1", "32"):
+            continue
+        for key, index in (columns or {"cpu_us": 1}).items():
+            found = re.search(r";\s*([\d,.]+)\)", cells[index]) if index < len(cells) else None
+            if found:
+                out[f"{key}_c{cells[0]}"] = float(found.group(1).replace(",", ""))
+    if not out:
+        return None
+    date = re.search(r"\) on ([^;]+?); `make bench`", text)
+    out["date"] = date.group(1) if date else "unknown date"
+    return out
 
 
 def _label(server: str) -> str:
@@ -267,7 +392,7 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _http_table(loads: list[dict]) -> str:
+def _http_table(loads: list[dict], model: str = DEFAULT_MODEL) -> str:
     names = [
         n
         for n in ("service", "asgi", "floor", "naive", "peer", "triton")
@@ -285,7 +410,7 @@ def _http_table(loads: list[dict]) -> str:
     for c in (1, 8, 32, 128):
         cells = []
         for n in names:
-            load = find(loads, n, _predict_path(n), 1, c)
+            load = find(loads, n, _predict_path(n, model), 1, c)
             cells.append(
                 "-"
                 if load is None
@@ -297,6 +422,38 @@ def _http_table(loads: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _spec_text(spec: dict | None) -> str:
+    if not spec:
+        return "(not read)"
+
+    def side(items: list) -> str:
+        return ", ".join(f"`{n}` {d} {shape}" for n, d, shape in items)
+
+    return (
+        f"{side(spec['inputs'])} -> {side(spec['outputs'])}; {spec.get('examples', 0)} "
+        "metadata examples"
+    )
+
+
+def _routes_table(loads: list[dict], model: str) -> str:
+    lines = [
+        "| connections | /predict | /v1 :predict | /v2 infer | /grad |",
+        "|---|---|---|---|---|",
+    ]
+    for c in (1, 32):
+        cells = []
+        for kind in ("predict", "v1", "v2", "grad"):
+            load = find(loads, "service", _route_path(kind, model), 1, c)
+            cells.append(
+                "-"
+                if load is None
+                else f"{load['rps']:,.0f} ({load['p50_ms']:.2f} / {load['p99_ms']:.1f}; "
+                f"{load.get('cpu_us_per_request') or 0:,.0f})"
+            )
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nCells: req/s (p50 / p99 ms; server CPU us per request)."
+
+
 def render(results: dict, command: str, previous: str | None) -> str:
     """docs/benchmarks.md: command, machine, targets, details, profile, kept notes."""
     meta = results["machine"]
@@ -304,6 +461,7 @@ def render(results: dict, command: str, previous: str | None) -> str:
     http = results.get("http") or {}
     loads = http.get("loads") or []
     limit = results.get("limit") or {}
+    model = _model(results)
     out = [
         "# Benchmarks",
         "",
@@ -312,8 +470,19 @@ def render(results: dict, command: str, previous: str | None) -> str:
         "",
         "Absolute numbers on this shared 2-core VM move by +-20% or more from run to run "
         "(other work ran on the machine at the same time: load average "
-        f"{meta['load_average_at_start']} at the start), so every target is a ratio of two "
+        f"{meta['load_average_at_start']} at the start"
+        + (
+            f", {results['load_average_at_end']} at the end"
+            if results.get("load_average_at_end")
+            else ""
+        )
+        + "), so every target is a ratio of two "
         "numbers measured side by side in this run, interleaved repetition by repetition.",
+        "",
+        f"- `uptime` before: `{results.get('uptime_at_start', '?')}`",
+        f"- `uptime` after: `{results.get('uptime_at_end', '?')}`",
+        f"- Model: `{model}` ({(results.get('model') or {}).get('dir', '?')}); signature "
+        f"`serving_default` {_spec_text(http.get('spec'))}.",
         "",
         "## Machine",
         "",
@@ -393,15 +562,25 @@ def render(results: dict, command: str, previous: str | None) -> str:
             "callable returning a constant: the Python HTTP limit, same uvicorn options); "
             "trivial endpoint = `bench/floor_app.py` (a FastAPI route "
             "returning a constant dict, same uvicorn options); naive = `bench/naive_server.py` "
-            "(pydantic `list[list[float]]`, one `serving_default` call per request); "
+            "(pydantic nested lists typed from the signature, e.g. `list[list[float]]`, one "
+            "`serving_default` call per request); "
             "KServe = `bench/peer_kserve.py` (KServe "
             f"{results.get('peer_version', '0.21')} Python model server, v1 protocol, same "
             "SavedModel, gRPC, latency log and access log off); Triton = `bench/peer_triton.py` "
             f"(Triton Inference Server through {results.get('triton_version', 'PyTriton 0.7.0')}: "
             "Python backend calling the same SavedModel, dynamic batching with no queue delay, "
-            "v2 JSON `/v2/models/digit-bits/infer`).",
+            f"v2 JSON `/v2/models/{model}/infer`). Every request body comes from the "
+            "model's signature and metadata examples; before the load, every server's answer "
+            f"to the same 1-row request was checked to have the same bytes in every output "
+            f"({', '.join('`' + c + '`' for c in http.get('checked') or [])}: "
+            f"`{http.get('answer')}`).",
             "",
-            _http_table(loads),
+            _http_table(loads, model),
+            "",
+            "The service's inference routes side by side (same model, same rows; v1 row "
+            "form, v2 JSON):",
+            "",
+            _routes_table(loads, model),
             "",
         ]
         if per_call:
@@ -501,27 +680,45 @@ def render(results: dict, command: str, previous: str | None) -> str:
                     cells += [str(value), "-"]
             out.append(f"| `{method}` | " + " | ".join(cells) + " |")
         out.append("")
-    prof = http.get("profile") or {}
-    if prof:
-        out += ["## Profile: the service under 32 connections (py-spy, 200 Hz)", ""]
-        if "skipped" in prof:
-            out += [f"Skipped: {prof['skipped']}", ""]
-        else:
-            out += [
-                f"{prof['samples']} samples (`py-spy record --gil`: only while the worker holds "
-                "the GIL, so idle time is left out, and so is TensorFlow's kernel time, which "
-                "runs without the GIL: the model row is the Python side of the call). Share by "
-                "component (a sample goes to the innermost frame that matches):",
-                "",
-                "| component | share |",
-                "|---|---|",
-            ]
-            out += [f"| {name} | {share}% |" for name, share in prof["buckets"]]
-            out += ["", "Top functions by self time:", "", "| function | self |", "|---|---|"]
-            out += [f"| `{frame[:110]}` | {share}% |" for frame, share in prof["self_top"]]
-            out.append("")
+    for key, title in (
+        ("profile", "the service's /predict under 32 connections"),
+        ("profile_grad", "the service's /grad, 1 row, 1 connection"),
+    ):
+        prof = http.get(key) or {}
+        if prof:
+            out += _profile_section(prof, title)
     out += ["## Notes", "", NOTES_BEGIN, _kept_notes(previous), NOTES_END, ""]
     return "\n".join(out)
+
+
+def _profile_section(prof: dict, title: str) -> list[str]:
+    out = [f"## Profile: {title} (py-spy, 200 Hz)", ""]
+    if "skipped" in prof:
+        return [*out, f"Skipped: {prof['skipped']}", ""]
+    if prof.get("gil", True):
+        how = (
+            "`py-spy record --gil`: only while the worker holds the GIL, so idle time is left "
+            "out, and so is TensorFlow's kernel time, which runs without the GIL: the model row "
+            "is the Python side of the call"
+        )
+    else:
+        how = (
+            "`py-spy record` without `--gil`: every thread's stack while not idle, so the "
+            "model's kernels count in the model row; uvloop's own C work shows as "
+            "`Runner.run`"
+        )
+    out += [
+        f"{prof['samples']} samples ({how}). Share by component (a sample goes to the "
+        "innermost frame that matches):",
+        "",
+        "| component | share |",
+        "|---|---|",
+    ]
+    out += [f"| {name} | {share}% |" for name, share in prof["buckets"]]
+    out += ["", "Top functions by self time:", "", "| function | self |", "|---|---|"]
+    out += [f"| `{frame[:110]}` | {share}% |" for frame, share in prof["self_top"]]
+    out.append("")
+    return out
 
 
 def _kept_notes(previous: str | None) -> str:

@@ -3,7 +3,8 @@
 `python -m bench.runtimes MODEL_DIR --seconds S` (the benchmark runs it under
 `taskset` on the server's core, TensorFlow at one intra-op and one inter-op
 thread) lets `app.runtimes.choose_runner` pick the runtime of
-`serving_default` from the metadata's examples (as the service does at load),
+`serving_default` from the metadata's examples (as the service does at load; random rows
+from the signature when there are none),
 then times one runner call (NumPy in, NumPy out, input checks included) at
 1 and 64 rows with each runtime, after checking that both give the same
 bytes on those inputs. Prints one `BENCH_JSON {...}` line.
@@ -16,26 +17,18 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from app.runtimes import SavedModelRunner, TFLiteRunner, choose_runner, example_probes
-from bench.inprocess import _rate
+from app.runtimes import SavedModelRunner, TFLiteRunner, choose_runner
+from bench.inprocess import _rate, load_spec
+from bench.modelspec import ModelSpec
 
 KEY = "serving_default"
 BATCHES = (1, 64)
 
 
-def _probes(model_dir: str, runner: SavedModelRunner) -> list[dict[str, np.ndarray]]:
-    """One 1-row probe per metadata example (random grey levels when there are none)."""
-    try:
-        with open(f"{model_dir}/assets.extra/diffround.json") as handle:
-            examples = json.load(handle).get("examples") or []
-    except OSError:
-        examples = []
-    probes = example_probes(examples, runner.inputs)
-    if not probes:
-        (name,) = runner.inputs
-        rows = np.random.default_rng(0).integers(0, 17, size=(8, 64))
-        probes = [{name: rows[i : i + 1].astype(runner.inputs[name].dtype)} for i in range(8)]
-    return probes
+def _probes(spec: ModelSpec, rows: int = 8) -> list[dict[str, np.ndarray]]:
+    """1-row probes from the spec (its examples cycled, or its random rows)."""
+    batch = spec.batch(rows)
+    return [{n: v[i : i + 1] for n, v in batch.items()} for i in range(rows)]
 
 
 def main() -> None:
@@ -46,8 +39,9 @@ def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     loaded = tf.saved_model.load(args.model_dir)
-    reference = SavedModelRunner(loaded, KEY)
-    probes = _probes(args.model_dir, reference)
+    reference = SavedModelRunner(KEY, loaded.signatures[KEY])
+    spec = load_spec(args.model_dir, loaded)
+    probes = _probes(spec, max(len(spec.examples), 1) if spec.examples else 8)
     started = time.perf_counter()
     chosen, reason = choose_runner(args.model_dir, loaded, KEY, probes, mode="auto")
     choose_s = time.perf_counter() - started
@@ -57,11 +51,10 @@ def main() -> None:
         lite = None
         reason += f" (forced TFLite fails too: {str(exc)[:200]})"
     results: dict = {"chosen": chosen.runtime, "reason": reason, "choose_s": round(choose_s, 2)}
-    (name,) = reference.inputs
-    pool = np.concatenate([p[name] for p in probes])
+    pools = {n: np.concatenate([p[n] for p in probes]) for n in reference.inputs}
     runners = {"savedmodel": reference} | ({"tflite": lite} if lite is not None else {})
     for batch in BATCHES:
-        inputs = {name: pool[np.arange(batch) % len(pool)]}
+        inputs = {n: pool[np.arange(batch) % len(pool)] for n, pool in pools.items()}
         answers = {label: runner(inputs) for label, runner in runners.items()}
         if "tflite" in answers:
             results[f"equal_b{batch}"] = all(

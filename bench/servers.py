@@ -1,20 +1,20 @@
 """The servers under test: the service, the HTTP limit and floor, the naive baseline, the peers.
 
-Each server takes a 1-row (or N-row) predict request on its own route and
-body format (`PREDICT_ROUTE`, `predict_body`) and answers rows of 0/1 codes
-that `answer_rows` extracts, so the benchmark can check that every model
-server gives the same bits before it measures anything.
+Each server takes a predict request on its own route and in its own protocol
+(`PREDICT_ROUTE`; bodies and answers in `bench.protocols`, built from the model's
+signature), so the benchmark can check that every model server gives the same
+bytes for every output before it measures anything.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
+from bench import protocols
 from bench.common import BENCH_DIR, PYTHON, REPO_ROOT, SERVER_CPU, Server, base_env, free_port
 
 PEER_VENV = REPO_ROOT / ".venv-bench-peer"
@@ -28,7 +28,12 @@ SYSTEM_LIBDIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/u
 
 
 def service(
-    models_root: Path, *, workers: int = 1, cpus: str | None = SERVER_CPU, name: str = "service"
+    models_root: Path,
+    model: str,
+    *,
+    workers: int = 1,
+    cpus: str | None = SERVER_CPU,
+    name: str = "service",
 ) -> Server:
     """`python -m app` exactly as users run it, one worker unless told otherwise."""
     port = free_port()
@@ -37,7 +42,7 @@ def service(
         PORT=str(port),
         HOST="127.0.0.1",
         WORKERS=str(workers),
-        DEFAULT_MODEL="digit-bits",
+        DEFAULT_MODEL=model,
     )
     for key in ("API_KEY", "BATCH_MAX_SIZE", "BATCH_MAX_WAIT_MS", "ENABLE_GRAD", "LOG_LEVEL"):
         env.pop(key, None)
@@ -58,11 +63,17 @@ def floor() -> Server:
     return Server("floor", argv, port, "/readyz", base_env())
 
 
-def naive(model_dir: Path) -> Server:
+def naive(model_dir: Path, model: str) -> Server:
     """The simplest FastAPI model endpoint (pydantic lists, one call per request)."""
     port = free_port()
     argv = [PYTHON, "-m", "bench.serve_asgi", "bench.naive_server:app", "--port", str(port)]
-    return Server("naive", argv, port, "/readyz", base_env(NAIVE_MODEL_DIR=str(model_dir)))
+    return Server(
+        "naive",
+        argv,
+        port,
+        "/readyz",
+        base_env(NAIVE_MODEL_DIR=str(model_dir), NAIVE_MODEL_NAME=model),
+    )
 
 
 def ensure_venv(venv: Path, requirements: Path, log: Path, label: str) -> bool:
@@ -101,13 +112,13 @@ def ensure_triton_venv(log: Path) -> bool:
     return ensure_venv(TRITON_VENV, TRITON_REQUIREMENTS, log, "the Triton peer (PyTriton)")
 
 
-def peer(model_dir: Path) -> Server:
+def peer(model_dir: Path, model: str) -> Server:
     """KServe's Python model server with the same SavedModel, v1 protocol."""
     port = free_port()
     argv = [str(PEER_PYTHON), str(BENCH_DIR / "peer_kserve.py"), "--http_port", str(port)]
-    env = base_env(PEER_MODEL_DIR=str(model_dir), PEER_MODEL_NAME="digit-bits")
+    env = base_env(PEER_MODEL_DIR=str(model_dir), PEER_MODEL_NAME=model)
     env.pop("PYTHONPATH", None)
-    return Server("peer", argv, port, "/v1/models/digit-bits", env)
+    return Server("peer", argv, port, f"/v1/models/{model}", env)
 
 
 def python_libdir_env() -> dict[str, str]:
@@ -120,12 +131,12 @@ def python_libdir_env() -> dict[str, str]:
     return {"LD_LIBRARY_PATH": f"{libdir}:{current}" if current else libdir}
 
 
-def triton(model_dir: Path) -> Server:
+def triton(model_dir: Path, model: str) -> Server:
     """Triton Inference Server through PyTriton (Python backend, dynamic batching), v2 HTTP."""
     port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     env = base_env(
         PEER_MODEL_DIR=str(model_dir),
-        PEER_MODEL_NAME="digit-bits",
+        PEER_MODEL_NAME=model,
         TRITON_HTTP_PORT=str(port),
         TRITON_GRPC_PORT=str(grpc_port),
         TRITON_METRICS_PORT=str(metrics_port),
@@ -133,46 +144,39 @@ def triton(model_dir: Path) -> Server:
     )
     env.pop("PYTHONPATH", None)
     argv = [str(TRITON_PYTHON), str(BENCH_DIR / "peer_triton.py")]
-    return Server("triton", argv, port, "/v2/models/digit-bits/ready", env)
+    return Server("triton", argv, port, f"/v2/models/{model}/ready", env)
 
 
-#: Where each server takes a predict request, and the name of its rows field (v2: tensor name).
+#: Where each server takes a 1-row predict request, and in which protocol (None: a constant
+#: answer, no model). `{model}` is the model's name.
 PREDICT_ROUTE = {
-    "asgi": ("/predict", "inputs"),
-    "floor": ("/predict", "inputs"),
-    "service": ("/predict", "inputs"),
-    "naive": ("/predict", "inputs"),
-    "peer": ("/v1/models/digit-bits:predict", "instances"),
-    "triton": ("/v2/models/digit-bits/infer", "inputs"),
+    "asgi": ("/predict", None),
+    "floor": ("/predict", None),
+    "service": ("/predict", protocols.NATIVE),
+    "naive": ("/predict", protocols.NATIVE),
+    "peer": ("/v1/models/{model}:predict", protocols.V1),
+    "triton": ("/v2/models/{model}/infer", protocols.V2),
 }
-#: Servers speaking the v2 (Open Inference Protocol) JSON body.
-V2_SERVERS = frozenset({"triton"})
+#: The service's other inference routes, measured beside its /predict.
+SERVICE_ROUTES = {
+    "v1": ("/v1/models/{model}:predict", protocols.V1),
+    "v2": ("/v2/models/{model}/infer", protocols.V2),
+}
 #: Servers that answer a constant (no model): the HTTP limit and floor.
 CONSTANT_SERVERS = frozenset({"asgi", "floor"})
 
 
-def predict_body(name: str, rows: list[list[float]]) -> bytes:
-    """The JSON body server `name` takes for these rows."""
-    _, field = PREDICT_ROUTE[name]
-    if name in V2_SERVERS:
-        tensor = {
-            "name": field,
-            "shape": [len(rows), len(rows[0]) if rows else 0],
-            "datatype": "FP32",
-            "data": rows,
-        }
-        return json.dumps({"inputs": [tensor]}).encode()
-    return json.dumps({field: rows}).encode()
+def predict_route(name: str, model: str) -> tuple[str, str | None]:
+    """(path, protocol) of server `name`'s predict route for `model`."""
+    path, protocol = PREDICT_ROUTE[name]
+    return path.format(model=model), protocol
 
 
-def answer_rows(name: str, document: dict) -> list[list[int]] | None:
-    """The 0/1 codes in server `name`'s answer, as rows of ints (None for constant servers)."""
-    if name in CONSTANT_SERVERS:
-        return None
-    if name in V2_SERVERS:
-        (tensor,) = [t for t in document["outputs"] if t["name"] == "outputs"]
-        width = tensor["shape"][-1]
-        flat = [int(v) for v in tensor["data"]]
-        return [flat[i : i + width] for i in range(0, len(flat), width)]
-    rows = document.get("outputs", document.get("predictions"))
-    return [[int(v) for v in row] for row in rows]
+def service_route(kind: str, model: str) -> tuple[str, str]:
+    """(path, protocol) of the service's `kind` route ("predict", "v1", "v2", "grad")."""
+    if kind == "predict":
+        return "/predict", protocols.NATIVE
+    if kind == "grad":
+        return "/grad", protocols.NATIVE
+    path, protocol = SERVICE_ROUTES[kind]
+    return path.format(model=model), protocol

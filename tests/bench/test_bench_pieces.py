@@ -11,8 +11,11 @@ import json
 import sysconfig
 
 import httpx
+import numpy as np
+import pytest
 
-from bench import raw_asgi_app, report, servers
+from bench import http_load, protocols, raw_asgi_app, report, servers
+from bench.modelspec import ModelSpec
 
 
 def _call(method: str, path: str, body: bytes = b"") -> httpx.Response:
@@ -31,7 +34,7 @@ def test_raw_asgi_answers_the_floor_constant_and_ready_and_404():
     assert predict.json() == {
         "model": "floor",
         "version": 1,
-        "outputs": [[0, 0, 1, 1]],
+        "outputs": {"bits": [[0, 0, 1, 1]]},
         "decoded": [3],
     }
     assert int(predict.headers["content-length"]) == len(predict.content)
@@ -40,21 +43,121 @@ def test_raw_asgi_answers_the_floor_constant_and_ready_and_404():
     assert _call("POST", "/elsewhere").status_code == 404
 
 
-def test_v2_body_and_answer_round_trip_for_triton():
-    rows = [[float(i + j) for j in range(64)] for i in range(3)]
-    body = json.loads(servers.predict_body("triton", rows))
-    (tensor,) = body["inputs"]
-    assert tensor == {"name": "inputs", "shape": [3, 64], "datatype": "FP32", "data": rows}
-    answer = {
-        "model_name": "digit-bits",
-        "outputs": [{"name": "outputs", "datatype": "FP32", "shape": [3, 4],
-                     "data": [0.0, 1.0, 1.0, 0.0, 1, 1, 1, 1, 0, 0, 0, 1]}],
+#: What `GET /models/{name}` answers for a two-input model (abridged): the bench's only source.
+TWO_INPUTS = {
+    "inputs": [{"name": "image", "range": [0, 16]}],
+    "examples": [
+        {"inputs": {"image": [[[1.0], [2.0]], [[3.0], [4.0]]], "count": [7]}},
+        {"inputs": {"image": [[[1.0], [2.0]]], "count": [7]}},  # wrong shape: dropped
+    ],
+    "grad": {"outputs": {}},
+    "signatures": {
+        "serving_default": {
+            "inputs": [
+                {"name": "image", "dtype": "float32", "shape": [-1, 2, 2, 1]},
+                {"name": "count", "dtype": "int32", "shape": [-1, 1]},
+            ],
+            "outputs": [
+                {"name": "levels", "dtype": "float32", "shape": [-1, 2]},
+                {"name": "score", "dtype": "float32", "shape": [-1]},
+            ],
+        },
+        "grad": {"inputs": [], "outputs": []},
+    },
+}
+
+
+def test_spec_from_the_services_metadata_builds_rows_from_examples_in_each_dtype():
+    spec = ModelSpec.from_metadata("two", TWO_INPUTS)
+    assert spec.input_names == ["image", "count"]
+    assert [t.row_shape for t in spec.inputs] == [(2, 2, 1), (1,)]
+    assert spec.gradients is True and len(spec.examples) == 1
+    batch = spec.batch(3)
+    assert batch["image"].dtype == np.float32 and batch["count"].dtype == np.int32
+    expected = np.tile(np.array([[[1.0], [2.0]], [[3.0], [4.0]]], np.float32), (3, 1, 1, 1))
+    np.testing.assert_array_equal(batch["image"], expected)
+    np.testing.assert_array_equal(batch["count"], [[7], [7], [7]])
+
+
+def test_spec_without_examples_draws_values_in_the_declared_range():
+    document = {**TWO_INPUTS, "examples": []}
+    batch = ModelSpec.from_metadata("two", document).batch(50)
+    assert batch["image"].shape == (50, 2, 2, 1)
+    assert batch["image"].min() >= 0 and batch["image"].max() <= 16  # the metadata's range
+    assert batch["count"].dtype == np.int32 and set(np.unique(batch["count"])) <= {0, 1}
+
+
+def test_bodies_in_every_protocol_for_a_two_input_model():
+    spec = ModelSpec.from_metadata("two", TWO_INPUTS)
+    batch = spec.batch(2)
+    native = json.loads(protocols.body(protocols.NATIVE, spec, batch))
+    assert native == {"inputs": {n: batch[n].tolist() for n in ("image", "count")}}
+    v1 = json.loads(protocols.body(protocols.V1, spec, batch))
+    assert v1["instances"][1] == {"image": batch["image"][1].tolist(), "count": [7]}
+    v2 = json.loads(protocols.body(protocols.V2, spec, batch))
+    image, count = v2["inputs"]
+    assert image == {"name": "image", "shape": [2, 2, 2, 1], "datatype": "FP32",
+                     "data": batch["image"].reshape(-1).tolist()}  # fmt: skip
+    assert count == {"name": "count", "shape": [2, 1], "datatype": "INT32", "data": [7, 7]}
+
+
+def test_answers_of_every_protocol_decode_to_the_same_arrays_and_differences_are_named():
+    spec = ModelSpec.from_metadata("two", TWO_INPUTS)
+    levels, score = [[0, 3], [1, 2]], [0.1, 0.25]
+    answers = {
+        "native": {"outputs": {"levels": levels, "score": score}},
+        "v1": {"predictions": [{"levels": [0.0, 3.0], "score": 0.1},
+                               {"levels": [1.0, 2.0], "score": 0.25}]},
+        "v2": {"outputs": [
+            {"name": "levels", "datatype": "FP32", "shape": [2, 2], "data": [0.0, 3.0, 1.0, 2.0]},
+            {"name": "score", "datatype": "FP32", "shape": [2], "data": [0.1, 0.25]},
+        ]},
     }  # fmt: skip
-    assert servers.answer_rows("triton", answer) == [[0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 1]]
-    assert servers.answer_rows("peer", {"predictions": [[0, 1, 1, 0]]}) == [[0, 1, 1, 0]]
-    assert servers.answer_rows("service", {"outputs": [[0.0, 1.0, 1.0, 0.0]]}) == [[0, 1, 1, 0]]
-    assert servers.answer_rows("asgi", {"outputs": [[0, 0, 1, 1]]}) is None
-    assert json.loads(servers.predict_body("peer", rows[:1])) == {"instances": rows[:1]}
+    arrays = {p: protocols.answer_arrays(p, spec, doc) for p, doc in answers.items()}
+    for got in arrays.values():
+        assert protocols.differences(arrays["native"], got) == []
+        np.testing.assert_array_equal(got["levels"], np.array(levels, np.float32))
+        assert got["score"].dtype == np.float32
+    changed = {**arrays["v1"], "levels": np.array([[0, 3], [1, 1]], np.float32)}
+    assert protocols.differences(arrays["native"], changed) == ["'levels' values differ"]
+    assert protocols.differences(arrays["native"], {"levels": arrays["v2"]["levels"]}) == [
+        "'score' missing"
+    ]
+
+
+def test_check_answers_refuses_a_server_that_answers_other_bits():
+    spec = ModelSpec.from_metadata("one", ONE_INPUT)
+    good = ("native", {"outputs": {"bits": [[0, 1, 1, 0]]}})
+    peer = ("v1", {"predictions": [[0.0, 1.0, 1.0, 0.0]]})
+    triton = ("v2", {"outputs": [{"name": "bits", "datatype": "FP32", "shape": [1, 4],
+                                  "data": [0.0, 1.0, 1.0, 1.0]}]})  # fmt: skip
+    arrays = http_load.check_answers(spec, {"service": good, "peer": peer}, "service")
+    np.testing.assert_array_equal(arrays["peer"]["bits"], [[0, 1, 1, 0]])
+    with pytest.raises(RuntimeError, match="triton answered differently from service"):
+        http_load.check_answers(spec, {"service": good, "triton": triton}, "service")
+
+
+#: The default model's metadata as the service answers it (abridged).
+ONE_INPUT = {
+    "examples": [{"inputs": {"inputs": [float(i) for i in range(64)]}, "label": 0}],
+    "signatures": {
+        "serving_default": {
+            "inputs": [{"name": "inputs", "dtype": "float32", "shape": [-1, 64]}],
+            "outputs": [{"name": "bits", "dtype": "float32", "shape": [-1, 4]}],
+        }
+    },
+}
+
+
+def test_one_input_bodies_keep_the_plain_tensor_forms():
+    spec = ModelSpec.from_metadata("digit-bits", ONE_INPUT)
+    assert spec.gradients is False  # no grad map, no grad signature
+    one = spec.batch(1)
+    row = [float(i) for i in range(64)]
+    assert json.loads(protocols.body(protocols.NATIVE, spec, one)) == {"inputs": [row]}
+    assert json.loads(protocols.body(protocols.V1, spec, one)) == {"instances": [row]}
+    assert servers.predict_route("triton", "digit-bits") == ("/v2/models/digit-bits/infer", "v2")
+    assert servers.service_route("v1", "m") == ("/v1/models/m:predict", "v1")
 
 
 def test_triton_gets_this_interpreters_libpython_dir_unless_it_is_the_system_one(monkeypatch):
@@ -81,12 +184,12 @@ def test_report_rates_the_service_against_the_limit_floor_naive_and_both_peers()
         _load("asgi", "/predict", 30000, 0.5, 3.0),
         _load("floor", "/predict", 9000, 1.0, 7.0),
         _load("naive", "/predict", 2000, 5.0, 30.0),
-        _load("peer", "/v1/models/digit-bits:predict", 1500, 5.0, 30.0),
-        _load("triton", "/v2/models/digit-bits/infer", 2500, 5.0, 26.0),
+        _load("peer", "/v1/models/mine:predict", 1500, 5.0, 30.0),
+        _load("triton", "/v2/models/mine/infer", 2500, 5.0, 26.0),
         _load("service", "/predict", 5000, 0.2, 0.5, conns=1),
         _load("naive", "/predict", 1800, 0.5, 0.9, conns=1),
     ]
-    rows = {r["target"]: r for r in report.targets({"http": {"loads": loads}})}
+    rows = {r["target"]: r for r in report.targets({"http": {"loads": loads, "model": "mine"}})}
     limit = rows["/predict 1-row, 32 conns: req/s vs raw ASGI constant (the HTTP limit)"]
     assert limit["ratio"] == 0.3 and limit["goal"] == report.REFERENCE
     assert rows["/predict 1-row, 32 conns: req/s vs trivial endpoint"]["pass"] is True
@@ -97,7 +200,60 @@ def test_report_rates_the_service_against_the_limit_floor_naive_and_both_peers()
     assert rows["/predict 1-row, 1 conn: p50 vs naive"]["ratio"] == 0.4
     table = report.targets_table(list(rows.values()))
     assert "| reference |" in table
-    assert "Triton (PyTriton)" in report._http_table(loads)
+    assert "Triton (PyTriton)" in report._http_table(loads, "mine")
+
+
+#: The committed doc's HTTP table, as an earlier run wrote it (abridged).
+COMMITTED = """Generated by `python -m bench` (full) on 2026-11-25 15:31 UTC; `make bench`
+## HTTP: 1-row requests
+
+| connections | service: req/s (p50 / p99 ms; CPU us/req) | trivial endpoint: req/s (...) |
+|---|---|---|
+| 1 | 1,623 (0.6 / 0.9; 600) | 1,869 (0.5 / 0.8; 150) |
+| 8 | 3,215 (2.4 / 3.2; 309) | 2,002 (3.8 / 7.6; 497) |
+| 32 | 4,039 (7.8 / 10.6; 1,246) | 2,005 (15.4 / 30.1; 100) |
+
+## Large requests and /grad
+| 1 | 9 (1.0 / 2.0; 5) |
+"""
+
+
+def test_service_routes_and_cpu_against_the_committed_run():
+    baseline = report.baseline_from(COMMITTED)
+    assert baseline == {"cpu_us_c1": 600.0, "cpu_us_c32": 1246.0, "floor_cpu_us_c1": 150.0,
+                        "floor_cpu_us_c32": 100.0, "date": "2026-11-25 15:31 UTC"}  # fmt: skip
+    assert report.baseline_from("# Benchmarks\n") is None
+
+    def cpu(load: dict, us: float) -> dict:
+        return {**load, "cpu_us_per_request": us}
+
+    loads = [
+        cpu(_load("service", "/predict", 1000, 0.5, 1.0, conns=1), 630.0),
+        cpu(_load("service", "/predict", 4000, 5.0, 9.0), 1500.0),
+        cpu(_load("floor", "/predict", 9000, 0.1, 9.0, conns=1), 300.0),  # 2x the committed
+        _load("service", "/v1/models/m:predict", 900, 0.5, 1.0, conns=1),
+        _load("service", "/v2/models/m/infer", 700, 0.5, 1.0, conns=1),
+        _load("service", "/v2/models/m/infer", 3600, 5.0, 9.0),
+        _load("service", "/grad", 400, 1.2, 2.0, conns=1),
+    ]
+    results = {"http": {"loads": loads, "model": "m"}, "baseline": baseline}
+    rows = {r["target"]: r for r in report.targets(results)}
+    assert rows["/v1 :predict 1-row, 1 conn: req/s vs /predict"]["pass"] is True
+    v2 = rows["/v2 infer (JSON) 1-row, 1 conn: req/s vs /predict"]
+    assert v2["ratio"] == 0.7 and v2["pass"] is False and v2["miss"] == "needs 1.14x more"
+    assert rows["/v2 infer (JSON) 1-row, 32 conns: req/s vs /predict"]["ratio"] == 0.9
+    cpu1 = rows["/predict 1-row, 1 conn: server CPU per request vs the committed run "
+                "(2026-11-25 15:31 UTC)"]  # fmt: skip
+    assert cpu1["ratio"] == 1.05 and cpu1["pass"] is True
+    cpu32 = rows["/predict 1-row, 32 conns: server CPU per request vs the committed run "
+                 "(2026-11-25 15:31 UTC)"]  # fmt: skip
+    assert cpu32["pass"] is False and cpu32["miss"] == "20% more CPU"
+    share = rows["/predict 1-row, 1 conn: server CPU per request in trivial routes' CPU, vs the "
+                 "committed run's"]  # fmt: skip
+    assert share["measured"] == "2.10 vs 4.00 x the trivial route" and share["pass"] is True
+    assert rows["/grad batch 1 latency vs /predict (p50, 1 conn)"]["ratio"] == 2.4
+    table = report._routes_table(loads, "m")
+    assert "| 1 | 1,000 (0.50 / 1.0; 630) | 900 (0.50 / 1.0; 0) | 700" in table
 
 
 def test_report_runtime_row_needs_identical_answers_and_20_us():
