@@ -263,3 +263,23 @@ def test_report_runtime_row_needs_identical_answers_and_20_us():
     assert row["pass"] is True and row["ratio"] == 9.0 / 20.0
     (row,) = report.targets({"runtimes": {**runtime, "equal_b64": False}})
     assert row["pass"] is False
+
+
+def test_served_root_serves_any_saved_model_dir_under_its_name(tmp_path):
+    from bench.__main__ import served_root
+
+    plain = tmp_path / "exports" / "my_model"
+    plain.mkdir(parents=True)
+    (plain / "saved_model.pb").write_bytes(b"")
+    root, name = served_root(plain, root=tmp_path / "root")
+    assert name == "my_model" and (root / "my_model" / "1").resolve() == plain.resolve()
+    numbered = tmp_path / "models" / "digits" / "7"
+    numbered.mkdir(parents=True)
+    (numbered / "saved_model.pb").write_bytes(b"")
+    root, name = served_root(numbered, root=tmp_path / "root")
+    assert name == "digits" and (root / "digits" / "7").resolve() == numbered.resolve()
+    assert sorted(p.name for p in root.iterdir()) == ["digits"]  # only the model under test
+    root, name = served_root(numbered, "mine", root=tmp_path / "root")
+    assert (root / "mine" / "7").is_dir()
+    with pytest.raises(SystemExit, match="not a SavedModel"):
+        served_root(tmp_path, root=tmp_path / "root")
