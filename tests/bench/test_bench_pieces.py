@@ -248,8 +248,8 @@ def test_service_routes_and_cpu_against_the_committed_run():
     cpu32 = rows["/predict 1-row, 32 conns: server CPU per request vs the committed run "
                  "(2026-11-25 15:31 UTC)"]  # fmt: skip
     assert cpu32["pass"] is False and cpu32["miss"] == "20% more CPU"
-    share = rows["/predict 1-row, 1 conn: server CPU per request in trivial routes' CPU, vs the "
-                 "committed run's"]  # fmt: skip
+    share = rows["/predict 1-row, 1 conn: server CPU per request in the trivial route's CPU, "
+                 "vs the committed run's"]  # fmt: skip
     assert share["measured"] == "2.10 vs 4.00 x the trivial route" and share["pass"] is True
     assert rows["/grad batch 1 latency vs /predict (p50, 1 conn)"]["ratio"] == 2.4
     table = report._routes_table(loads, "m")
