@@ -6,6 +6,8 @@ The codecs estimate what they are about to encode (`json_bytes_bound`,
 service build and buffer a response of hundreds of megabytes.
 """
 
+import functools
+import math
 from contextvars import ContextVar
 
 import numpy as np
@@ -25,6 +27,7 @@ RESPONSE_BUDGET: ContextVar[int | None] = ContextVar("response_budget", default=
 _JSON_CHARS = {("f", 2): 15, ("f", 4): 15, ("f", 8): 25, ("b", 1): 6}
 
 
+@functools.lru_cache(maxsize=64)
 def _chars_per_value(dtype: np.dtype) -> int:
     known = _JSON_CHARS.get((dtype.kind, dtype.itemsize))
     if known is not None:
@@ -46,7 +49,7 @@ def json_bytes_bound(shape: tuple[int, ...] | list[int], dtype: np.dtype | type)
         At most this many bytes: `n * chars(dtype) + 3 * (number of lists)`.
     """
     dtype = np.dtype(dtype)
-    count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    count = math.prod(int(size) for size in shape)
     per_value = _chars_per_value(dtype)
     # Lists: 1 + s0 + s0*s1 + ... (every level but the last), each two brackets and a comma.
     lists, width = 1, 1

@@ -5,6 +5,7 @@ in the background, so `/healthz` answers at once and `/readyz` turns 200
 when a model version has loaded and answered its warm-up call.
 """
 
+import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api import health, native, tfserving, ui, v2
 from app.api.common import EXTRA_SCHEMAS, ErrorBody, ProtocolErrorBody
 from app.api.handlers import install_error_handlers
+from app.api.model_spec import add_served_models, served_key
 from app.config import Settings, get_settings
 from app.dataplane import DataPlane
 from app.fastlane import FastLane
@@ -155,7 +157,10 @@ def create_app(settings: Settings | None = None) -> "Service":
         )
     chain = ObservabilityMiddleware(chain, metrics=metrics)
 
+    spec_cache: dict[str, Any] = {}
+
     def openapi() -> dict[str, Any]:
+        # The templates once; the served models' exact operations whenever they change.
         if app.openapi_schema is None:
             schema = get_openapi(
                 title=app.title,
@@ -168,7 +173,12 @@ def create_app(settings: Settings | None = None) -> "Service":
                 components.setdefault(name, definition)
             _document_validation_errors(schema)
             app.openapi_schema = schema
-        return app.openapi_schema
+        key = served_key(dataplane)
+        if spec_cache.get("key") != key:
+            schema = copy.deepcopy(app.openapi_schema)
+            add_served_models(schema, dataplane)
+            spec_cache.update(key=key, schema=schema)
+        return spec_cache["schema"]
 
     app.openapi = openapi  # type: ignore[method-assign]
     return Service(app, chain)

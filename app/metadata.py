@@ -37,11 +37,8 @@ class Grid:
     offset: np.ndarray
     low: np.ndarray | None
     high: np.ndarray | None
-
-    @property
-    def integral(self) -> bool:
-        """Whether every grid value is an integer (then JSON answers show integers)."""
-        return bool(np.all(np.mod(self.step, 1) == 0) and np.all(np.mod(self.offset, 1) == 0))
+    #: Whether every grid value is an integer (then JSON answers show integers).
+    integral: bool
 
     def off_grid(self, values: np.ndarray) -> np.ndarray:
         """A mask of the values that are not grid points (or are outside the clip range)."""
@@ -139,7 +136,8 @@ def _grid(value: Any, where: str) -> Grid:
     high = None if value.get("max") is None else _grid_value(value["max"], where, "max")
     if not (step > 0).all():
         raise InvalidModel(f"its metadata grid of {where} needs a step > 0")
-    return Grid(step, offset, low, high)
+    integral = bool(np.all(np.mod(step, 1) == 0) and np.all(np.mod(offset, 1) == 0))
+    return Grid(step, offset, low, high, integral)
 
 
 def _grad_map(document: dict[str, Any], runners: dict[str, SignatureRunner]) -> GradMap:

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -67,6 +68,7 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run one request."""
@@ -109,8 +111,15 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(label, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(label).observe(elapsed)
+            key = (label, scope["method"], status)
+            children = self._children.get(key)
+            if children is None:  # prometheus' labels() costs ~10 us: look each up once
+                children = self._children[key] = (
+                    self.metrics.requests.labels(label, scope["method"], str(status)),
+                    self.metrics.latency.labels(label),
+                )
+            children[0].inc()
+            children[1].observe(elapsed)
             # 503 (not ready yet) is expected while loading: info, like a 4xx.
             level = (
                 logging.ERROR

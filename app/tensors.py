@@ -8,6 +8,7 @@ row, which value, what was expected.
 
 import base64
 import binascii
+import functools
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ TF_DATATYPES: dict[str, str] = {
 }
 
 
+@functools.lru_cache(maxsize=64)
 def v2_datatype(dtype: np.dtype) -> str:
     """The v2 datatype name of a NumPy dtype (`FP32`, `INT64`, `BYTES`, ...)."""
     return V2_DATATYPES.get(dtype.name, dtype.name.upper())

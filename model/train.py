@@ -390,8 +390,13 @@ def resolve_anneal(
 def make_annealer(
     rounding: diffround.DiffRound, anneal: dict[str, Any]
 ) -> keras.callbacks.Callback:
-    """A ``diffround.Annealer`` for a resolved ``--anneal`` value (see :func:`resolve_anneal`)."""
-    return diffround.Annealer(
+    """A ``diffround.Annealer`` for a resolved ``--anneal`` value (see :func:`resolve_anneal`).
+
+    Raises:
+        ValueError: A schedule value the layer would reject (``temperature`` 0,
+            say), checked here so the command fails before training, not after.
+    """
+    annealer = diffround.Annealer(
         parameter=anneal["parameter"],
         start=anneal["start"],
         end=anneal["end"],
@@ -400,6 +405,8 @@ def make_annealer(
         unit=anneal["unit"],
         layers=[rounding],
     )
+    annealer.validate([rounding])
+    return annealer
 
 
 def layer_params(rounding: diffround.DiffRound) -> dict[str, Any]:

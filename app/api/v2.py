@@ -1,17 +1,11 @@
-"""Open Inference Protocol v2 (KServe, Triton, MLServer), with the binary tensor data extension.
+"""Open Inference Protocol v2 routes (KServe, Triton, MLServer): FastAPI's view of them.
 
-`tritonclient.http.InferenceServerClient` works with its defaults: it sends
-inputs as raw bytes after a JSON header whose length is in the
-`Inference-Header-Content-Length` HTTP header (each such input has
-`"parameters": {"binary_data_size": N}`), and asks for binary outputs
-(`"binary_data": true` per output, or `"binary_data_output": true` for all);
-the response then has the same layout. Tensors are little-endian, row major.
-
-Inputs and outputs are the model's own (`GET /v2/models/{name}` lists
-them); requesting outputs that only the `grad` signature has runs it instead
-(unknown outputs when `ENABLE_GRAD=false`). The codec is `app.codecs.v2`.
-Errors are `{"error": msg}`: 400 invalid input, 404 unknown model or
-version, 503 not ready (plus 401, 413, 415 from the HTTP layer).
+The bodies are read and written by `app.codecs.v2` (JSON and the binary
+tensor data extension; its docstring has the details); `infer` runs on the
+fast lane (`app.fastlane`), these routes document it in OpenAPI and answer
+whatever does not take the lane. Errors are `{"error": msg}`: 400 invalid
+input, 404 unknown model or version, 503 not ready (plus 401, 413, 415 from
+the HTTP layer).
 """
 
 from typing import Any

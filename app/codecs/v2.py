@@ -182,7 +182,9 @@ def _read_input(
 
 def _flatten(data: list[Any], count: int, what: str) -> list[Any]:
     """v2 `data` may be flat or nested row major; flatten it (iteratively) and check the count."""
-    if all(not isinstance(item, list) for item in data):
+    if not data or not isinstance(data[0], list):
+        # Flat (the usual form). A list hidden further in is one value here; the
+        # conversion then names it ("... is a list: nested too deep").
         flat = data
     else:
         flat = []

@@ -292,11 +292,12 @@ def newest_version(model_dir: Path) -> int:
 
 
 def saved_model_answers(version_dir: Path, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Every serving_default output and every grad key of the version, computed here."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(version_dir))
     batch = tf.constant(inputs, tf.float32)
-    answers = {"outputs": loaded.signatures["serving_default"](inputs=batch)["outputs"].numpy()}
+    answers = {k: v.numpy() for k, v in loaded.signatures["serving_default"](inputs=batch).items()}
     answers.update({k: v.numpy() for k, v in loaded.signatures["grad"](inputs=batch).items()})
     return answers
 
@@ -304,7 +305,7 @@ def saved_model_answers(version_dir: Path, inputs: np.ndarray) -> dict[str, np.n
 def request_rows(version_dir: Path) -> np.ndarray:
     """The held-out examples the model ships with, plus random grey-level images."""
     metadata = json.loads((version_dir / "assets.extra" / "diffround.json").read_text())
-    examples = np.array([e["inputs"] for e in metadata["examples"]], dtype=np.float32)
+    examples = np.array([e["inputs"]["inputs"] for e in metadata["examples"]], dtype=np.float32)
     noise = np.random.default_rng(0).integers(0, 17, size=(6, 64)).astype(np.float32)
     return np.concatenate([examples, noise])
 
@@ -312,14 +313,16 @@ def request_rows(version_dir: Path) -> np.ndarray:
 def check_answers(client: httpx.Client, version_dir: Path, version: int) -> None:
     inputs = request_rows(version_dir)
     expected = saved_model_answers(version_dir, inputs)
+    grad_map = json.loads((version_dir / "assets.extra" / "diffround.json").read_text())["grad"]
     body = {"inputs": inputs.tolist()}
 
     response = client.post("/predict", json=body)
     assert response.status_code == 200, response.text
     answer = response.json()
     assert (answer["model"], answer["version"]) == (MODEL, version)
-    outputs = np.array(answer["outputs"], dtype=np.float32)
-    np.testing.assert_array_equal(outputs, expected["outputs"])
+    ((name, values),) = answer["outputs"].items()
+    outputs = np.array(values, dtype=np.float32)
+    np.testing.assert_array_equal(outputs, expected[name])
     weights = 2 ** np.arange(outputs.shape[1] - 1, -1, -1)
     assert answer["decoded"] == (outputs @ weights).astype(int).tolist()
 
@@ -327,11 +330,23 @@ def check_answers(client: httpx.Client, version_dir: Path, version: int) -> None
     assert response.status_code == 200, response.text
     grad = response.json()
     assert (grad["model"], grad["version"]) == (MODEL, version)
-    np.testing.assert_array_equal(np.array(grad["hard"], np.float32), expected["hard"])
-    for key in ("surrogate", "pre_round", "local_grad", "input_grad"):
-        np.testing.assert_allclose(
-            np.array(grad[key], np.float32), expected[key], rtol=1e-5, atol=1e-6, err_msg=key
-        )
+    for output, keys in grad_map["outputs"].items():
+        got = grad["outputs"][output]
+        np.testing.assert_array_equal(np.array(got["hard"], np.float32), expected[output])
+        np.testing.assert_allclose(got["relaxed"], expected[keys["relaxed"]], rtol=1e-5, atol=1e-6)
+        for input_name, key in keys["jacobians"].items():
+            np.testing.assert_allclose(
+                got["jacobians"][input_name], expected[key], rtol=1e-5, atol=1e-6, err_msg=key
+            )
+    for layer, keys in grad_map["layers"].items():
+        for role, key in keys.items():
+            np.testing.assert_allclose(
+                np.array(grad["rounding_layers"][layer][role], np.float32),
+                expected[key],
+                rtol=1e-5,
+                atol=1e-6,
+                err_msg=key,
+            )
 
 
 def check_security(stack: Stack, container: str) -> None:

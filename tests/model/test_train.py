@@ -92,6 +92,16 @@ def test_cli_rejects_unknown_parameters_before_training(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+def test_cli_rejects_an_anneal_to_an_invalid_value_before_training(tmp_path, capsys):
+    """Issue 13, defect 1: `temperature` annealed to 0 used to crash after training."""
+    argv = ["--method", "binary_concrete", "--anneal", "temperature:linear:1:0"]
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([*argv, "--epochs", "1", "--models-root", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "temperature" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("name", ["../escape", ".hidden", "a/b", ""])
 def test_cli_rejects_model_names_that_are_not_one_visible_directory(name, tmp_path):
     with pytest.raises(SystemExit) as exit_info:

@@ -292,59 +292,172 @@ def _loaded(path: str) -> Any:
 
 
 class Reference:
-    """A version directory loaded with `tf.saved_model.load` in the test process."""
+    """A version directory loaded with `tf.saved_model.load` in the test process.
+
+    Every name comes from the SavedModel itself: the inputs and outputs of
+    `serving_default`, the keys of `grad`, and the `grad` map of
+    `assets.extra/diffround.json` (which grad keys belong to which output and
+    rounding layer), so the suite holds for any model `diffround.export` writes.
+    """
 
     def __init__(self, version_dir: Path) -> None:
         self.version_dir = version_dir
         self._model = _loaded(str(version_dir))
+        path = version_dir / "assets.extra" / "diffround.json"
+        self.metadata: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+        serving = self._model.signatures["serving_default"]
+        _, specs = serving.structured_input_signature
+        self.input_specs = dict(specs)
+        self.outputs: tuple[str, ...] = tuple(sorted(serving.structured_outputs))
+        grad = self._model.signatures.get("grad")
+        self.grad_keys: tuple[str, ...] = tuple(sorted(grad.structured_outputs)) if grad else ()
+        self.grad_map: dict[str, Any] = self.metadata.get("grad") or {}
 
-    def predict(self, rows: np.ndarray) -> np.ndarray:
+    @property
+    def input_name(self) -> str:
+        """The one input's name (the suite's requests are for one-input models)."""
+        (name,) = self.input_specs
+        return name
+
+    @property
+    def input_width(self) -> int:
+        """The one input's row width (a `[-1, width]` input)."""
+        shape = self.input_specs[self.input_name].shape
+        assert shape.rank == 2, shape
+        return int(shape[1])
+
+    @property
+    def exact_grad_keys(self) -> set[str]:
+        """Grad keys that hold exact roundings (each rounding layer's `hard`): compared exactly."""
+        return {keys["hard"] for keys in self.grad_map.get("layers", {}).values() if "hard" in keys}
+
+    def _call(self, signature: str, rows: np.ndarray) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
-        x = tf.constant(np.asarray(rows, np.float32))
-        return self._model.signatures["serving_default"](inputs=x)["outputs"].numpy()
+        spec = self.input_specs[self.input_name]
+        x = tf.constant(np.asarray(rows, spec.dtype.as_numpy_dtype))
+        outputs = self._model.signatures[signature](**{self.input_name: x})
+        return {k: v.numpy() for k, v in outputs.items()}
+
+    def predict(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """`serving_default`: every output by name."""
+        return self._call("serving_default", rows)
 
     def grad(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        import tensorflow as tf
+        """`grad`: every grad key (`<output>__relaxed`, `<layer>__pre_round`, ...)."""
+        return self._call("grad", rows)
 
-        x = tf.constant(np.asarray(rows, np.float32))
-        return {k: v.numpy() for k, v in self._model.signatures["grad"](inputs=x).items()}
+    def native_grad_tensors(self, body: dict[str, Any]) -> dict[str, np.ndarray]:
+        """A `/grad` answer as tensors keyed like the SavedModel's signatures.
+
+        Each output's `hard` under the output's name (as `serving_default` names it),
+        its `relaxed` and `jacobians` and each rounding layer's parts under their grad
+        keys, through the metadata's `grad` map. Fails when a part the map names is
+        missing or the answer has outputs or layers the map does not.
+        """
+        got: dict[str, np.ndarray] = {}
+        assert set(body["outputs"]) == set(self.grad_map["outputs"]), body["outputs"].keys()
+        assert set(body["rounding_layers"]) == set(self.grad_map["layers"]), body.keys()
+        for name, entry in self.grad_map["outputs"].items():
+            answered = body["outputs"][name]
+            if name in self.outputs:
+                got[name] = np.asarray(answered["hard"], np.float32)
+            got[entry["relaxed"]] = np.asarray(answered["relaxed"], np.float32)
+            jacobians = entry.get("jacobians") or {}
+            assert set(answered["jacobians"]) == set(jacobians), answered["jacobians"].keys()
+            for input_name, key in jacobians.items():
+                got[key] = np.asarray(answered["jacobians"][input_name], np.float32)
+        for layer, keys in self.grad_map["layers"].items():
+            answered = body["rounding_layers"][layer]
+            described = {d["name"]: d for d in self.metadata.get("rounding_layers", [])}
+            assert answered["method"] == described[layer]["method"], answered["method"]
+            assert answered["grid"] == described[layer]["grid"], answered["grid"]
+            for part, key in keys.items():
+                got[key] = np.asarray(answered[part], np.float32)
+        assert body["omitted_jacobians"] == self.grad_map.get("omitted_jacobians", [])
+        return got
+
+    def grad_expected(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """What a `/grad` answer holds, keyed as `native_grad_tensors` keys it."""
+        return {**self.predict(rows), **self.grad(rows)}
+
+    def v1_arrays(self, predictions: Any) -> dict[str, np.ndarray]:
+        """TF Serving row-form `predictions` as `{output: array}` (one output answers unnamed)."""
+        if len(self.outputs) == 1:
+            return {self.outputs[0]: np.asarray(predictions, np.float32)}
+        return {
+            name: np.asarray([row[name] for row in predictions], np.float32)
+            for name in self.outputs
+        }
 
 
-def digit_rows(n: int, seed: int) -> np.ndarray:
-    """`n` rows of 64 grey levels 0..16 (float32), some integer, some fractional."""
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, 17, (n, INPUT_WIDTH)).astype(np.float32)
-    rows[::2] += rng.random((len(rows[::2]), INPUT_WIDTH)).astype(np.float32)
-    return np.minimum(rows, 16.0)
+def as_arrays(outputs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """`{name: nested lists}` as `{name: float32 array}`."""
+    return {name: np.asarray(value, np.float32) for name, value in outputs.items()}
 
 
-def assert_grad_close(got: dict[str, Any], expected: dict[str, np.ndarray], where: str) -> None:
-    """The grad outputs of a response equal the reference (hard exactly, the rest to 1e-5)."""
-    np.testing.assert_array_equal(
-        np.asarray(got["hard"], np.float32), expected["hard"], err_msg=where
-    )
-    for name in ("surrogate", "pre_round", "local_grad", "input_grad"):
-        np.testing.assert_allclose(
-            np.asarray(got[name], np.float32),
-            expected[name],
-            rtol=1e-5,
-            atol=1e-6,
-            err_msg=f"{where}: {name}",
+def v2_tensors(body: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A v2 infer answer's outputs as `{name: float32 array of its shape}`."""
+    return {
+        t["name"]: np.asarray(t["data"], np.float32).reshape(t["shape"]) for t in body["outputs"]
+    }
+
+
+def assert_outputs_equal(
+    got: dict[str, np.ndarray], expected: dict[str, np.ndarray], where: str
+) -> None:
+    """The same output names, each exactly equal (hard answers do not depend on the runtime)."""
+    assert set(got) == set(expected), f"{where}: outputs {sorted(got)} != {sorted(expected)}"
+    for name, value in expected.items():
+        np.testing.assert_array_equal(
+            np.asarray(got[name], np.float32), value, err_msg=f"{where}: {name}"
         )
 
 
-def v2_infer_body(rows: np.ndarray, outputs: Sequence[str] = ()) -> dict[str, Any]:
+def assert_grad_close(
+    got: dict[str, Any], expected: dict[str, np.ndarray], exact: set[str], where: str
+) -> None:
+    """Every expected tensor is answered: names in `exact` equal, the rest to 1e-5.
+
+    Args:
+        got: Answered tensors by name (grad keys, and output names for hard values).
+        expected: The reference's tensors by the same names.
+        exact: Names compared exactly (hard outputs, each layer's `hard`).
+        where: For the message.
+    """
+    assert set(got) == set(expected), f"{where}: {sorted(got)} != {sorted(expected)}"
+    for name, value in expected.items():
+        answered = np.asarray(got[name], np.float32)
+        if name in exact:
+            np.testing.assert_array_equal(answered, value, err_msg=f"{where}: {name}")
+        else:
+            np.testing.assert_allclose(
+                answered, value, rtol=1e-5, atol=1e-6, err_msg=f"{where}: {name}"
+            )
+
+
+def digit_rows(n: int, seed: int, width: int = INPUT_WIDTH) -> np.ndarray:
+    """`n` rows of `width` grey levels 0..16 (float32), some integer, some fractional."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, 17, (n, width)).astype(np.float32)
+    rows[::2] += rng.random((len(rows[::2]), width)).astype(np.float32)
+    return np.minimum(rows, 16.0)
+
+
+def v2_infer_body(
+    rows: np.ndarray, outputs: Sequence[str] = (), input_name: str = "inputs"
+) -> dict[str, Any]:
     """An Open Inference Protocol v2 JSON infer request for `rows` (FP32, row-major data).
 
     Args:
-        rows: A `[batch, 64]` array.
+        rows: A `[batch, width]` array.
         outputs: Output names to ask for; empty leaves the choice to the server.
+        input_name: The model's input name (`Reference.input_name`).
     """
     body: dict[str, Any] = {
         "inputs": [
             {
-                "name": "inputs",
+                "name": input_name,
                 "shape": list(rows.shape),
                 "datatype": "FP32",
                 "data": rows.reshape(-1).tolist(),
@@ -416,12 +529,14 @@ class Load:
         self.refused = 0  # connection refused (only expected after SIGTERM)
         #: (when the request started, what happened): the connection broke before any answer.
         self.dropped: list[tuple[float, str]] = []
-        self.pool = [digit_rows(1 + i % 3, 1000 + i) for i in range(16)]
+        first = next(iter(references.values()))
+        self.input_name = first.input_name
+        self.pool = [digit_rows(1 + i % 3, 1000 + i, first.input_width) for i in range(16)]
         self._expected: dict[tuple[int, int, str], Any] = {}
         for version, reference in references.items():
             for i, rows in enumerate(self.pool):
                 self._expected[(version, i, "predict")] = reference.predict(rows)
-                self._expected[(version, i, "grad")] = reference.grad(rows)
+                self._expected[(version, i, "grad")] = reference.grad_expected(rows)
         self._threads = [
             threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)
         ]
@@ -441,39 +556,45 @@ class Load:
         return sum(self.ok.values()) + len(self.failures)
 
     def _request(self, client: httpx.Client, kind: str, rows: np.ndarray) -> tuple[int | None, Any]:
-        """Send one request; returns (version or None, the answer's arrays)."""
+        """Send one request; returns (version or None, the answer's body or tensors)."""
         if kind in ("predict", "grad"):
             response = client.post(f"/{kind}", json={"inputs": rows.tolist()})
             assert response.status_code == 200, f"{kind}: {response.status_code} {response.text}"
             body = response.json()
-            return body["version"], body if kind == "grad" else body["outputs"]
+            return body["version"], body if kind == "grad" else as_arrays(body["outputs"])
         if kind == "v1":
             response = client.post(
                 f"/v1/models/{self.model}:predict", json={"instances": rows.tolist()}
             )
             assert response.status_code == 200, f"v1: {response.status_code} {response.text}"
             return None, response.json()["predictions"]
-        response = client.post(f"/v2/models/{self.model}/infer", json=v2_infer_body(rows))
+        body = v2_infer_body(rows, input_name=self.input_name)
+        response = client.post(f"/v2/models/{self.model}/infer", json=body)
         assert response.status_code == 200, f"v2: {response.status_code} {response.text}"
-        body = response.json()
-        output = body["outputs"][0]
-        return int(body["model_version"]), np.reshape(output["data"], output["shape"])
+        answer = response.json()
+        return int(answer["model_version"]), v2_tensors(answer)
 
     def _check(self, version: int | None, kind: str, index: int, answer: Any) -> int:
         candidates = [version] if version is not None else list(self.references)
         for candidate in candidates:
             if candidate not in self.references:
                 continue
-            if kind == "grad":
-                try:
-                    assert_grad_close(answer, self._expected[(candidate, index, "grad")], kind)
-                except AssertionError:
-                    continue
-                return candidate
-            expected = self._expected[(candidate, index, "predict")]
-            if np.array_equal(np.asarray(answer, np.float32), expected):
-                return candidate
-        raise AssertionError(f"{kind}: wrong answer (version {version}): {answer}")
+            reference = self.references[candidate]
+            try:
+                if kind == "grad":
+                    assert_grad_close(
+                        reference.native_grad_tensors(answer),
+                        self._expected[(candidate, index, "grad")],
+                        {*reference.outputs, *reference.exact_grad_keys},
+                        kind,
+                    )
+                else:
+                    got = reference.v1_arrays(answer) if kind == "v1" else answer
+                    assert_outputs_equal(got, self._expected[(candidate, index, "predict")], kind)
+            except (AssertionError, KeyError, TypeError, ValueError):
+                continue
+            return candidate
+        raise AssertionError(f"{kind}: wrong answer (version {version}): {str(answer)[:500]}")
 
     def _run(self, n: int) -> None:
         rng = np.random.default_rng(n)

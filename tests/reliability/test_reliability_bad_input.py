@@ -25,6 +25,10 @@ from rel_support import LIVE_MAX_BODY_BYTES as MAX_BODY_BYTES
 JSON = {"content-type": "application/json"}
 ROW = [float(v % 17) for v in range(64)]
 MODEL = "digit-bits"
+#: The default model's input and output (the Makefile's TRAIN_ARGS); the bodies below are
+#: written for them, and `test_the_served_model_is_the_one_the_catalogue_is_written_for`
+#: checks them against the served model's own metadata.
+INPUT, OUTPUT = "inputs", "bits"
 
 
 def row_with(value: str, wrap: str = '{{"inputs": [{row}]}}') -> bytes:
@@ -35,7 +39,7 @@ def row_with(value: str, wrap: str = '{{"inputs": [{row}]}}') -> bytes:
 
 
 def v2_body(data: object, shape: object = (1, 64), **extra: object) -> bytes:
-    tensor = {"name": "inputs", "shape": list(shape), "datatype": "FP32", "data": data}
+    tensor = {"name": INPUT, "shape": list(shape), "datatype": "FP32", "data": data}
     return json.dumps({"inputs": [tensor], **extra}).encode()
 
 
@@ -102,10 +106,34 @@ CASES = [
         "overflows to Infinity",
     ),
     # wrong types
-    Case("string-number", "POST", "/predict", row_with('"7"'), JSON, 422, "value 5 is a string"),
+    Case(
+        "string-number",
+        "POST",
+        "/predict",
+        row_with('"7"'),
+        JSON,
+        422,
+        f"Input '{INPUT}' row 0, index [5] is a string ('7'), expected a number.",
+    ),
     Case("string-v2", "POST", V2, v2_body(["a"] * 64), JSON, 400, "is a string"),
-    Case("boolean-grad", "POST", "/grad", row_with("true"), JSON, 422, "value 5 is a boolean"),
-    Case("null-value", "POST", "/predict", row_with("null"), JSON, 422, "value 5 is null"),
+    Case(
+        "boolean-grad",
+        "POST",
+        "/grad",
+        row_with("true"),
+        JSON,
+        422,
+        f"Input '{INPUT}' row 0, index [5] is a boolean",
+    ),
+    Case(
+        "null-value",
+        "POST",
+        "/predict",
+        row_with("null"),
+        JSON,
+        422,
+        f"Input '{INPUT}' row 0, index [5] is null",
+    ),
     Case("nested-value", "POST", "/predict", row_with("[1, 2]"), JSON, 422, "nested too deep"),
     Case(
         "deep-nesting",
@@ -134,7 +162,7 @@ CASES = [
         doc({"inputs": [ROW, ROW[:63]]}),
         JSON,
         422,
-        "Row 1 has 63 values, expected 64",
+        f"Input '{INPUT}' row 1 has shape [63], expected [64].",
     ),
     Case(
         "wrong-width-v1",
@@ -143,7 +171,7 @@ CASES = [
         doc({"instances": [ROW[:10]]}),
         JSON,
         400,
-        "Row 0 has 10 values, expected 64",
+        f"Input '{INPUT}' rows have shape [10], expected [64].",
     ),
     Case(
         "wrong-width-v2",
@@ -152,7 +180,7 @@ CASES = [
         v2_body(ROW[:63], (1, 63)),
         JSON,
         400,
-        "must have shape [batch, 64]",
+        f"Input '{INPUT}' rows have shape [63], expected [64].",
     ),
     Case("flat-row", "POST", "/grad", doc({"inputs": ROW}), JSON, 422, "wrap a single row"),
     Case(
@@ -164,9 +192,44 @@ CASES = [
         400,
         "has 64 values, but its shape needs 128",
     ),
-    Case("empty-batch", "POST", "/predict", doc({"inputs": []}), JSON, 422, "Empty batch"),
+    Case(
+        "empty-batch",
+        "POST",
+        "/predict",
+        doc({"inputs": []}),
+        JSON,
+        422,
+        f"Empty batch: Input '{INPUT}' has no rows; send at least one row.",
+    ),
+    Case(
+        "missing-named-input",
+        "POST",
+        "/predict",
+        doc({"inputs": {"x": [ROW]}}),
+        JSON,
+        422,
+        f"Missing input '{INPUT}': the signature takes '{INPUT}' float32 [-1, 64].",
+    ),
+    Case(
+        "missing-named-input-v1",
+        "POST",
+        V1,
+        doc({"inputs": {"x": [ROW]}}),
+        JSON,
+        400,
+        f"Missing input '{INPUT}'",
+    ),
+    Case(
+        "missing-named-input-row-grad",
+        "POST",
+        "/grad",
+        doc({"instances": [{"x": ROW}]}),
+        JSON,
+        422,
+        f"Row 0 is missing named input: {INPUT}",
+    ),
     Case("empty-batch-v1", "POST", V1, doc({"instances": []}), JSON, 400, "Empty batch"),
-    Case("empty-batch-v2", "POST", V2, v2_body([], (0, 64)), JSON, 400, "batch >= 1"),
+    Case("empty-batch-v2", "POST", V2, v2_body([], (0, 64)), JSON, 400, "Empty batch"),
     # limits
     Case(
         "batch-over-limit",
@@ -313,7 +376,16 @@ CASES = [
         v2_body(ROW, outputs=[{"name": "logits"}]),
         JSON,
         400,
-        "Unknown output 'logits'",
+        f"Unknown output 'logits': outputs are {OUTPUT}",
+    ),
+    Case(
+        "repeated-output-v2",
+        "POST",
+        V2,
+        v2_body(ROW, outputs=[{"name": OUTPUT}, {"name": OUTPUT}]),
+        JSON,
+        400,
+        f"Output '{OUTPUT}' is requested more than once",
     ),
     Case(
         "unknown-signature-v1",
@@ -511,45 +583,62 @@ def _send(server: support.ServerProcess, client, case: Case) -> tuple[int, bytes
 GOOD_KINDS = ("predict", "grad", "v1", "v1-grad", "v2", "v2-grad")
 
 
+def _assert_floats(value: object, where: str) -> None:
+    """TF Serving writes float32 values as JSON floats (`0.0`, never `0`)."""
+    flat = np.asarray(value, dtype=object).reshape(-1)
+    assert all(type(v) is float for v in flat), f"{where}: not all floats: {flat[:8]}"
+
+
 def check_good_request(client, reference: support.Reference, kind: str, seed: int) -> None:
-    """Send a good request of `kind`; its answer equals the in-process model's."""
-    rows = support.digit_rows(1 + seed % 4, seed)
+    """Send a good request of `kind`; its answer equals the in-process model's.
+
+    Output and grad names come from the SavedModel (`reference`): every output of
+    `serving_default`, every key of `grad`, mapped through the metadata's `grad` map.
+    """
+    rows = support.digit_rows(1 + seed % 4, seed, reference.input_width)
+    name = reference.input_name
     where = f"good {kind} request"
+    exact = {*reference.outputs, *reference.exact_grad_keys}
     if kind == "predict":
         response = client.post("/predict", json={"inputs": rows.tolist()})
         assert response.status_code == 200, response.text
-        got = np.asarray(response.json()["outputs"], np.float32)
-        np.testing.assert_array_equal(got, reference.predict(rows), err_msg=where)
+        body = response.json()
+        assert body["model"] == MODEL and type(body["version"]) is int, body
+        support.assert_outputs_equal(
+            support.as_arrays(body["outputs"]), reference.predict(rows), where
+        )
     elif kind == "grad":
         response = client.post("/grad", json={"instances": rows.tolist()})
         assert response.status_code == 200, response.text
-        support.assert_grad_close(response.json(), reference.grad(rows), where)
+        got = reference.native_grad_tensors(response.json())
+        support.assert_grad_close(got, reference.grad_expected(rows), exact, where)
     elif kind == "v1":
         response = client.post(f"/v1/models/{MODEL}:predict", json={"instances": rows.tolist()})
         assert response.status_code == 200, response.text
-        got = np.asarray(response.json()["predictions"], np.float32)
-        np.testing.assert_array_equal(got, reference.predict(rows), err_msg=where)
+        predictions = response.json()["predictions"]
+        _assert_floats(predictions, where)
+        support.assert_outputs_equal(
+            reference.v1_arrays(predictions), reference.predict(rows), where
+        )
     elif kind == "v1-grad":
         response = client.post(
             f"/v1/models/{MODEL}/versions/1:predict",
-            json={"signature_name": "grad", "inputs": {"inputs": rows.tolist()}},
+            json={"signature_name": "grad", "inputs": {name: rows.tolist()}},
         )
         assert response.status_code == 200, response.text
-        support.assert_grad_close(response.json()["outputs"], reference.grad(rows), where)
+        support.assert_grad_close(
+            support.as_arrays(response.json()["outputs"]), reference.grad(rows), exact, where
+        )
     else:
-        outputs = ["outputs"]
+        outputs = list(reference.outputs)
         if kind == "v2-grad":
-            outputs += ["hard", "surrogate", "pre_round", "local_grad", "input_grad"]
-        request = support.v2_infer_body(rows, outputs)
+            outputs += reference.grad_keys
+        request = support.v2_infer_body(rows, outputs, input_name=name)
         response = client.post(f"/v2/models/{MODEL}/infer", json=request)
         assert response.status_code == 200, response.text
-        tensors = {
-            t["name"]: np.asarray(t["data"], np.float32).reshape(t["shape"])
-            for t in response.json()["outputs"]
-        }
-        np.testing.assert_array_equal(tensors["outputs"], reference.predict(rows), err_msg=where)
-        if kind == "v2-grad":
-            support.assert_grad_close(tensors, reference.grad(rows), where)
+        tensors = support.v2_tensors(response.json())
+        expected = reference.grad_expected(rows) if kind == "v2-grad" else reference.predict(rows)
+        support.assert_grad_close(tensors, expected, exact, where)
 
 
 @pytest.fixture(scope="module")
@@ -610,14 +699,35 @@ def test_the_catalogue_holds_at_least_thirty_distinct_cases_over_every_protocol(
 def test_tiny_and_extreme_finite_floats_are_accepted_as_their_float32(
     client, reference: support.Reference, text: str, value: np.float32
 ) -> None:
-    for path, wrap, key in (
-        ("/predict", '{{"inputs": [{row}]}}', "outputs"),
-        (f"/v1/models/{MODEL}:predict", '{{"instances": [{row}]}}', "predictions"),
+    row = np.asarray([ROW], np.float32)
+    row[0, 5] = value
+    for path, wrap in (
+        ("/predict", '{{"inputs": [{row}]}}'),
+        (f"/v1/models/{MODEL}:predict", '{{"instances": [{row}]}}'),
     ):
         response = client.post(path, content=row_with(text, wrap), headers=JSON)
         assert response.status_code == 200, response.text
-        row = np.asarray([ROW], np.float32)
-        row[0, 5] = value
-        np.testing.assert_array_equal(
-            np.asarray(response.json()[key], np.float32), reference.predict(row)
+        body = response.json()
+        got = (
+            support.as_arrays(body["outputs"])
+            if path == "/predict"
+            else reference.v1_arrays(body["predictions"])
         )
+        support.assert_outputs_equal(got, reference.predict(row), f"{path} {text}")
+
+
+def test_the_served_model_is_the_one_the_catalogue_is_written_for(
+    client, reference: support.Reference
+) -> None:
+    """The catalogue's bodies name `INPUT` (64 wide) and `OUTPUT`: the served metadata agrees."""
+    metadata = client.get(f"/models/{MODEL}").json()
+    serving = metadata["signatures"]["serving_default"]
+    assert [(i["name"], i["dtype"], i["shape"]) for i in serving["inputs"]] == [
+        (INPUT, "float32", [-1, len(ROW)])
+    ]
+    assert OUTPUT in [o["name"] for o in serving["outputs"]]
+    assert sorted(o["name"] for o in serving["outputs"]) == list(reference.outputs)
+    assert sorted(o["name"] for o in metadata["signatures"]["grad"]["outputs"]) == list(
+        reference.grad_keys
+    )
+    assert metadata["grad"] == reference.grad_map

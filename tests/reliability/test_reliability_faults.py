@@ -35,17 +35,29 @@ def _serving(client: httpx.Client) -> int | None:
     return response.json()["models"].get(MODEL) if response.status_code == 200 else None
 
 
+def _grid_step(step: float):
+    """A metadata edit: the output's rounding grid has step `step`."""
+
+    def edit(document: dict) -> None:
+        for described in (*document["outputs"], *document["rounding_layers"]):
+            if described.get("grid"):
+                described["grid"]["step"] = step
+
+    return edit
+
+
 @pytest.fixture(scope="module")
 def broken_versions(
     tmp_path_factory: pytest.TempPathFactory, default_models_root: Path, default_model_name: str
 ) -> dict[str, Path]:
-    """A good tiny model (a different answer than the default) and three corrupt versions."""
+    """A good tiny model (other outputs than the default's) and three versions to refuse."""
     models = support.svc_models()
     store = tmp_path_factory.mktemp("fault-store")
     built = {
         "tiny": models.build_model(store, "tiny", 1, seed=7),
         "no-grad": models.build_model(store, "no-grad", 1, with_grad=False),
-        "width-63": models.build_model(store, "width-63", 1, width=63),
+        # Its metadata says the output lies on a grid of step 0.7: its 0/1 answers do not.
+        "off-grid": models.build_model(store, "off-grid", 1, edit_metadata=_grid_step(0.7)),
     }
     truncated = store / "truncated" / "1"
     shutil.copytree(default_models_root / default_model_name / "1", truncated)
@@ -80,7 +92,7 @@ def test_versions_swap_refuse_and_fall_back_under_load_without_a_failed_request(
         for version, variant, reason in (
             (3, "truncated", "does not load"),
             (4, "no-grad", "no 'grad' signature"),
-            (5, "width-63", "rows of 63 values"),
+            (5, "off-grid", "not on its rounding grid"),
         ):
             support.install_version(broken_versions[variant], root, MODEL, version)
             record = server.wait_log(
@@ -121,7 +133,7 @@ def test_versions_swap_refuse_and_fall_back_under_load_without_a_failed_request(
     support.record("swap: requests under load across swap, refusals, deletion", load.total)
     support.record("swap: failed or wrong requests", len(load.failures))
     support.record("swap: seconds from drop-in to serving version 2", round(swap_s, 1))
-    support.record("swap: corrupt versions refused (truncated, no grad, width 63)", len(refused))
+    support.record("swap: corrupt versions refused (truncated, no grad, off grid)", len(refused))
     support.record("swap: requests while corrupt versions were refused", during_corrupt)
     support.record(
         "swap: seconds from deleting the serving version to fallback", round(fallback_s, 1)
@@ -170,8 +182,8 @@ def test_a_missing_or_empty_models_root_is_live_not_ready_then_ready_without_res
     rows = support.digit_rows(5, seed=3)
     response = client.post("/predict", json={"inputs": rows.tolist()})
     assert response.status_code == 200, response.text
-    np.testing.assert_array_equal(
-        np.asarray(response.json()["outputs"], np.float32), reference.predict(rows)
+    support.assert_outputs_equal(
+        support.as_arrays(response.json()["outputs"]), reference.predict(rows), "predict"
     )
     support.record(
         f"{start_state} models root: seconds from a model appearing to ready", round(ready_s, 1)
@@ -225,8 +237,8 @@ def test_sigterm_under_load_completes_in_flight_refuses_new_and_exits_0_within_g
             sock.sendall(rest)
             status, _, body = support.read_response(sock)
         assert status == 200, body
-        np.testing.assert_array_equal(
-            np.asarray(json.loads(body)["outputs"], np.float32), reference.predict(rows)
+        support.assert_outputs_equal(
+            support.as_arrays(json.loads(body)["outputs"]), reference.predict(rows), "in flight"
         )
     exit_code = server.process.wait(grace + 10)
     exit_s = time.monotonic() - sent_at

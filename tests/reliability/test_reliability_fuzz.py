@@ -34,18 +34,28 @@ from schemathesis.checks import CHECKS, load_all_checks
 MODEL = "digit-bits"
 MIN_REQUESTS = 2000
 #: Examples per operation: with a JSON body, with path parameters only, with neither.
-# (Generating bodies of 64-number rows is what costs time; path-only operations are cheap.)
+# (Generating bodies of rows of numbers is what costs time; path-only operations are cheap.)
 BODY_EXAMPLES, PATH_EXAMPLES, NEGATIVE_EXAMPLES = 125, 125, 60
 #: Operations whose negative (schema-violating) data schemathesis can generate quickly.
 NEGATIVE_PATHS = ("/predict", "/grad")
-GRAD_OUTPUTS = ("hard", "surrogate", "pre_round", "local_grad", "input_grad")
 
 values = st.integers(0, 16) | st.floats(0.0, 16.0, width=32)
-rows = st.lists(st.lists(values, min_size=64, max_size=64), min_size=1, max_size=3)
 
 
-def valid_body(path: str) -> st.SearchStrategy[dict[str, Any]]:
-    """Bodies the service accepts, for the operation at `path`."""
+def valid_body(path: str, served: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """Bodies the service accepts, for the operation at `path`.
+
+    Args:
+        path: The operation's path template.
+        served: The served model's metadata (`GET /models/{name}`): its input name and
+            every output it can answer (`serving_default`'s and the `grad` keys).
+    """
+    signatures = served["signatures"]
+    (input_spec,) = signatures["serving_default"]["inputs"]
+    name = input_spec["name"]
+    outputs = sorted({o["name"] for spec in signatures.values() for o in spec["outputs"]})
+    width = input_spec["shape"][1]
+    rows = st.lists(st.lists(values, min_size=width, max_size=width), min_size=1, max_size=3)
     if path in ("/predict", "/grad"):
         return st.builds(
             lambda field, r, named: {field: r, **({"model": MODEL, "version": 1} if named else {})},
@@ -58,7 +68,7 @@ def valid_body(path: str) -> st.SearchStrategy[dict[str, Any]]:
             lambda form, r, signature: {
                 **({"instances": r} if form == "row" else {}),
                 **({"inputs": r} if form == "columnar" else {}),
-                **({"inputs": {"inputs": r}} if form == "named" else {}),
+                **({"inputs": {name: r}} if form == "named" else {}),
                 **({"signature_name": signature} if signature else {}),
             },
             st.sampled_from(["row", "columnar", "named"]),
@@ -69,8 +79,8 @@ def valid_body(path: str) -> st.SearchStrategy[dict[str, Any]]:
         lambda r, outputs: {
             "inputs": [
                 {
-                    "name": "inputs",
-                    "shape": [len(r), 64],
+                    "name": name,
+                    "shape": [len(r), width],
                     "datatype": "FP32",
                     "data": [v for row in r for v in row],
                 }
@@ -78,7 +88,7 @@ def valid_body(path: str) -> st.SearchStrategy[dict[str, Any]]:
             **({"outputs": [{"name": name} for name in outputs]} if outputs else {}),
         },
         rows,
-        st.lists(st.sampled_from(["outputs", *GRAD_OUTPUTS]), max_size=3, unique=True),
+        st.lists(st.sampled_from(outputs), max_size=3, unique=True),
     )
 
 
@@ -153,6 +163,7 @@ class Run:
         self.failures: list[str] = []
         self.rejected_valid: Counter[str] = Counter()
         self.operations = [result.ok() for result in self.schema.get_all_operations()]
+        self.served = self.session.get(f"{live.url}/models/{MODEL}", timeout=30).json()
         self.seconds = 0.0
 
     def record_call(self, case: Any, how: str, body: dict[str, Any] | None) -> None:
@@ -195,7 +206,7 @@ class Run:
             ]
             if operation.path in NEGATIVE_PATHS:
                 plans.append((GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES))
-            body_strategy = valid_body(operation.path) if has_body else st.none()
+            body_strategy = valid_body(operation.path, self.served) if has_body else st.none()
             for method, examples in plans:
                 call = make_runner(operation, method, examples, body_strategy, self.record_call)
                 try:

@@ -25,6 +25,8 @@ import rel_support as support
 from test_reliability_bad_input import check_good_request
 
 MODEL = "digit-bits"
+#: MODEL_LOAD_TIMEOUT_S for the hung-load test.
+LOAD_TIMEOUT_S = 20
 
 
 def _wait(predicate, timeout_s: float, what: str, server: support.ServerProcess) -> float:
@@ -51,7 +53,10 @@ def test_a_load_that_never_returns_times_out_and_blocks_no_other_model(
     shutil.copytree(default_version_dir, stuck)
     (stuck / "saved_model.pb").unlink()
     os.mkfifo(stuck / "saved_model.pb")
-    server = start_server(root, MODEL_LOAD_TIMEOUT_S="3")
+    # The bound must leave room for the good model's own load: with RUNTIME=auto it also
+    # converts its inference signatures to TFLite and probes them (a few seconds on a
+    # loaded machine), and a version refused for its time is not retried.
+    server = start_server(root, MODEL_LOAD_TIMEOUT_S=str(LOAD_TIMEOUT_S))
     server.wait_ready(120)
     client = server.client()
     # The hung load is refused after the timeout, naming it.

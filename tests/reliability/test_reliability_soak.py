@@ -24,7 +24,6 @@ MODEL = "digit-bits"
 CLIENTS = 64
 MAX_RSS_GROWTH = 0.05
 CLIENT_KEEPALIVE_S = 2.0  # < uvicorn's timeout_keep_alive (5 s)
-GRAD_NAMES = ("hard", "surrogate", "pre_round", "local_grad", "input_grad")
 
 
 @dataclass
@@ -34,15 +33,16 @@ class Item:
     kind: str
     path: str
     body: dict[str, Any]
-    predict: np.ndarray
+    predict: dict[str, np.ndarray]
     grad: dict[str, np.ndarray]
+    reference: support.Reference
 
 
 def build_pool(reference: support.Reference, size: int = 48) -> list[Item]:
     kinds = ("predict", "grad", "v1", "v1-grad", "v2", "v2-grad")
     pool = []
     for i in range(size):
-        rows = support.digit_rows(1 + i % 4, seed=7000 + i)
+        rows = support.digit_rows(1 + i % 4, 7000 + i, reference.input_width)
         kind = kinds[i % len(kinds)]
         listed = rows.tolist()
         if kind in ("predict", "grad"):
@@ -54,32 +54,32 @@ def build_pool(reference: support.Reference, size: int = 48) -> list[Item]:
             body = {"signature_name": "grad", "inputs": listed}
         else:
             path = f"/v2/models/{MODEL}/infer"
-            names = ["outputs"] + (list(GRAD_NAMES) if kind == "v2-grad" else [])
-            body = support.v2_infer_body(rows, names)
-        pool.append(Item(kind, path, body, reference.predict(rows), reference.grad(rows)))
+            names = [*reference.outputs, *(reference.grad_keys if kind == "v2-grad" else ())]
+            body = support.v2_infer_body(rows, names, input_name=reference.input_name)
+        pool.append(
+            Item(kind, path, body, reference.predict(rows), reference.grad(rows), reference)
+        )
     return pool
 
 
 def check_answer(item: Item, body: dict[str, Any]) -> None:
     """Raise AssertionError when the answer differs from the reference."""
+    reference = item.reference
+    exact = {*reference.outputs, *reference.exact_grad_keys}
     if item.kind == "predict":
         assert (body["model"], body["version"]) == (MODEL, 1)
-        np.testing.assert_array_equal(np.asarray(body["outputs"], np.float32), item.predict)
+        support.assert_outputs_equal(support.as_arrays(body["outputs"]), item.predict, "predict")
     elif item.kind == "grad":
-        support.assert_grad_close(body, item.grad, "grad")
+        got = reference.native_grad_tensors(body)
+        support.assert_grad_close(got, {**item.predict, **item.grad}, exact, "grad")
     elif item.kind == "v1":
-        np.testing.assert_array_equal(np.asarray(body["predictions"], np.float32), item.predict)
+        support.assert_outputs_equal(reference.v1_arrays(body["predictions"]), item.predict, "v1")
     elif item.kind == "v1-grad":
-        support.assert_grad_close(body["outputs"], item.grad, "v1 grad")
+        support.assert_grad_close(support.as_arrays(body["outputs"]), item.grad, exact, "v1 grad")
     else:
         assert (body["model_name"], body["model_version"]) == (MODEL, "1")
-        tensors = {
-            t["name"]: np.asarray(t["data"], np.float32).reshape(t["shape"])
-            for t in body["outputs"]
-        }
-        np.testing.assert_array_equal(tensors["outputs"], item.predict)
-        if item.kind == "v2-grad":
-            support.assert_grad_close(tensors, item.grad, "v2 grad")
+        expected = {**item.predict, **(item.grad if item.kind == "v2-grad" else {})}
+        support.assert_grad_close(support.v2_tensors(body), expected, exact, item.kind)
 
 
 async def soak(server: support.ServerProcess, pool: list[Item], seconds: float) -> dict[str, Any]:
