@@ -66,7 +66,9 @@ def default_model_dir(models_root: Path, name: str = "digit-bits") -> Path:
     return found
 
 
-def served_root(model_dir: Path, name: str | None = None) -> tuple[Path, str]:
+def served_root(
+    model_dir: Path, name: str | None = None, root: Path | None = None
+) -> tuple[Path, str]:
     """A private models root holding only the model under test; (root, model name).
 
     `model_dir` is a SavedModel directory: a TF Serving version directory
@@ -81,7 +83,7 @@ def served_root(model_dir: Path, name: str | None = None) -> tuple[Path, str]:
     numbered = model_dir.name.isdigit() and int(model_dir.name) > 0
     name = name or (model_dir.parent.name if numbered else model_dir.name)
     version = model_dir.name if numbered else "1"
-    root = CACHE_DIR / "models"
+    root = root or CACHE_DIR / "models"
     if root.exists():
         shutil.rmtree(root)
     (root / name).mkdir(parents=True)

@@ -192,7 +192,7 @@ def targets(results: dict) -> list[dict[str, Any]]:
         out.append(
             _target(
                 f"/predict 1-row, {conns} conn{'s' if conns > 1 else ''}: server CPU per "
-                "request in trivial routes' CPU, vs the committed run's",
+                "request in the trivial route's CPU, vs the committed run's",
                 f"{share_now:.2f} vs {share_before:.2f} x the trivial route",
                 ratio,
                 f"<= {CPU_REGRESSION:.2f}",

@@ -248,8 +248,8 @@ def test_service_routes_and_cpu_against_the_committed_run():
     cpu32 = rows["/predict 1-row, 32 conns: server CPU per request vs the committed run "
                  "(2026-11-25 15:31 UTC)"]  # fmt: skip
     assert cpu32["pass"] is False and cpu32["miss"] == "20% more CPU"
-    share = rows["/predict 1-row, 1 conn: server CPU per request in trivial routes' CPU, vs the "
-                 "committed run's"]  # fmt: skip
+    share = rows["/predict 1-row, 1 conn: server CPU per request in the trivial route's CPU, "
+                 "vs the committed run's"]  # fmt: skip
     assert share["measured"] == "2.10 vs 4.00 x the trivial route" and share["pass"] is True
     assert rows["/grad batch 1 latency vs /predict (p50, 1 conn)"]["ratio"] == 2.4
     table = report._routes_table(loads, "m")
@@ -263,3 +263,23 @@ def test_report_runtime_row_needs_identical_answers_and_20_us():
     assert row["pass"] is True and row["ratio"] == 9.0 / 20.0
     (row,) = report.targets({"runtimes": {**runtime, "equal_b64": False}})
     assert row["pass"] is False
+
+
+def test_served_root_serves_any_saved_model_dir_under_its_name(tmp_path):
+    from bench.__main__ import served_root
+
+    plain = tmp_path / "exports" / "my_model"
+    plain.mkdir(parents=True)
+    (plain / "saved_model.pb").write_bytes(b"")
+    root, name = served_root(plain, root=tmp_path / "root")
+    assert name == "my_model" and (root / "my_model" / "1").resolve() == plain.resolve()
+    numbered = tmp_path / "models" / "digits" / "7"
+    numbered.mkdir(parents=True)
+    (numbered / "saved_model.pb").write_bytes(b"")
+    root, name = served_root(numbered, root=tmp_path / "root")
+    assert name == "digits" and (root / "digits" / "7").resolve() == numbered.resolve()
+    assert sorted(p.name for p in root.iterdir()) == ["digits"]  # only the model under test
+    root, name = served_root(numbered, "mine", root=tmp_path / "root")
+    assert (root / "mine" / "7").is_dir()
+    with pytest.raises(SystemExit, match="not a SavedModel"):
+        served_root(tmp_path, root=tmp_path / "root")
