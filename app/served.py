@@ -135,6 +135,52 @@ class ServedVersion:
         return row_count(inputs)
 
 
+#: TFLite answers a call only when every float input is finite and at most this large in
+#: magnitude (proven on probes drawn up to it); other calls go to the SavedModel. Far
+#: outside any data a model was trained on, kernels differ: XNNPACK turned a 1e30 input
+#: of the default model into NaN where TensorFlow saturates to 0/1.
+TFLITE_INPUT_BOUND = 1e6
+
+
+def range_probes(runner: SignatureRunner, probes: list[Tensors], bound: float) -> list[Tensors]:
+    """Probes whose float inputs reach `bound`: one scaled to it, one uniform in [-bound, bound]."""
+    extra: list[Tensors] = []
+    rng = np.random.default_rng(0)
+    for probe in probes[:1]:
+        scaled, uniform = dict(probe), dict(probe)
+        for name, value in probe.items():
+            if runner.inputs[name].dtype.kind == "f":
+                peak = float(np.max(np.abs(value), initial=0.0)) or 1.0
+                scaled[name] = (value * (bound / peak)).astype(value.dtype)
+                uniform[name] = rng.uniform(-bound, bound, value.shape).astype(value.dtype)
+        if any(scaled[n] is not probe[n] for n in probe):
+            extra += [scaled, uniform]
+    return extra
+
+
+class _Guarded:
+    """A TFLite runner inside the input range it was proven on, the SavedModel outside it."""
+
+    def __init__(self, fast: SignatureRunner, reference: SignatureRunner, bound: float) -> None:
+        self._fast = fast
+        self._reference = reference
+        self._bound = bound
+        self._floats = [n for n, spec in fast.inputs.items() if spec.dtype.kind == "f"]
+        self.name = reference.name
+        self.inputs = fast.inputs
+        self.outputs = fast.outputs
+        self.strict_shapes = fast.strict_shapes
+        self.runtime = getattr(fast, "runtime", "tflite")
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        for name in self._floats:
+            value = inputs[name]
+            # `not <=` is also true for NaN (which validation refuses before this).
+            if value.size and not np.abs(value).max() <= self._bound:
+                return self._reference(inputs)
+        return self._fast(inputs)
+
+
 class _Renamed:
     """One runner under a second signature key (`serve` beside `serving_default`)."""
 
@@ -155,8 +201,9 @@ def select_runtimes(served: ServedVersion, path: Path, mode: str) -> None:
 
     `app.runtimes.choose_runner` converts the signature and keeps TFLite only
     when its answers are bit-identical to the SavedModel's on the warm-up
-    inputs tiled to 1, 2, 7 and 64 rows (`auto`), or whenever it runs
-    (`tflite`). The `grad` signature (gradient ops TFLite's builtins lack) and
+    inputs and on probes reaching `TFLITE_INPUT_BOUND`, tiled to 1, 2, 7 and
+    64 rows (`auto`), or whenever it runs (`tflite`); calls with larger float
+    inputs then go to the SavedModel. The `grad` signature (gradient ops TFLite's builtins lack) and
     TF1 graph exports (whose declared shapes are not what their graphs take)
     stay on the SavedModel. Signatures sharing one concrete function (`serve`
     and `serving_default`) share one conversion.
@@ -176,8 +223,9 @@ def select_runtimes(served: ServedVersion, path: Path, mode: str) -> None:
         function_name = getattr(getattr(runner, "function", None), "name", key)
         if function_name not in chosen:
             probes = warm_up_inputs(served.info, runner)
+            probes += range_probes(runner, probes, TFLITE_INPUT_BOUND)
             try:
-                chosen[function_name] = choose_runner(
+                fast, reason = choose_runner(
                     str(path),
                     served.predictor.loaded,
                     key,
@@ -186,6 +234,10 @@ def select_runtimes(served: ServedVersion, path: Path, mode: str) -> None:
                 )
             except Exception as exc:  # RUNTIME=tflite and no conversion runs: refuse the version
                 raise InvalidModel(f"signature '{key}' cannot run on TFLite ({exc})") from exc
+            if getattr(fast, "runtime", "savedmodel") == "tflite":
+                fast = _Guarded(fast, runner, TFLITE_INPUT_BOUND)
+                reason += f"; inputs beyond +-{TFLITE_INPUT_BOUND:g} run on the SavedModel"
+            chosen[function_name] = (fast, reason)
         replacement, reason = chosen[function_name]
         if replacement.name != key:
             replacement = _Renamed(replacement, key)

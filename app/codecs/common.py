@@ -65,7 +65,7 @@ def json_value(array: np.ndarray, *, integral: bool = False) -> Any:
     """
     if array.dtype == np.object_:
         return _strings(array)
-    if integral and array.dtype.kind == "f":
+    if integral and array.dtype.kind == "f" and np.isfinite(array).all():
         return np.ascontiguousarray(array, dtype=np.int64)
     if array.dtype.kind == "f" and array.dtype.itemsize == 2:
         array = array.astype(np.float32)

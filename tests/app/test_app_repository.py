@@ -332,3 +332,20 @@ def test_version_on_disk_but_not_served_is_a_404_naming_the_served_one(
     response = run(go())
     assert response.status_code == 404
     assert "Version 1 of model 'digit-bits' is not served; version 2 is" in response.json()["error"]
+
+
+def test_runtime_auto_answers_far_out_inputs_with_the_savedmodel(models_root: Path, run) -> None:
+    """TFLite serves only the input range it was proven on; beyond it the SavedModel answers."""
+    rows = digit_rows(3, seed=13)
+    rows[1, 5] = 1e30
+    rows[2, 7] = -3.4e38
+    expected = reference_outputs(models_root / "digit-bits" / "1", rows)["outputs"]
+
+    async def go():
+        async with serving(make_settings(models_root, runtime="auto")) as client:
+            models = (await client.get("/models")).json()
+            return models, await client.post("/predict", json={"inputs": rows.tolist()})
+
+    models, answer = run(go())
+    assert "inputs beyond" in models["models"][0]["runtimes"]["serving_default"]["reason"]
+    np.testing.assert_array_equal(predicted_outputs(answer.json()), expected)
