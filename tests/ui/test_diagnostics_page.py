@@ -84,7 +84,10 @@ def serve(models_root: Path, log_dir: Path, **extra_env: str) -> Iterator[str]:
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
             try:
                 # Ready once every model directory serves a version (the page lists them all).
-                models = httpx.get(f"{base}/models", timeout=2).json().get("models", [])
+                key = extra_env.get("API_KEY")
+                headers = {"X-API-Key": key} if key else {}
+                answer = httpx.get(f"{base}/models", headers=headers, timeout=2)
+                models = answer.json().get("models", [])
                 if models and all(m["ready"] for m in models):
                     break
             except (httpx.TransportError, ValueError):
