@@ -21,25 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from app.tensors import V2_DATATYPES
 from bench.modelspec import ModelSpec
 
 NATIVE, V1, V2 = "native", "v1", "v2"
-
-#: NumPy dtype name -> v2 datatype.
-V2_DATATYPES = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "uint16": "UINT16",
-    "uint32": "UINT32",
-    "uint64": "UINT64",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-}
 
 
 def body(protocol: str, spec: ModelSpec, batch: Mapping[str, np.ndarray]) -> bytes:
