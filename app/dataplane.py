@@ -234,7 +234,25 @@ class DataPlane:
             PayloadTooLarge: Too many rows.
         """
         served = self.resolve(request.model, request.version)
-        outputs = request.outputs
+        runner = self.runner(served, request.signature)
+        return await self.infer_on(
+            served, runner, request.inputs, request.outputs, strict_types=request.strict_types
+        )
+
+    async def infer_on(
+        self,
+        served: ServedVersion,
+        runner: SignatureRunner,
+        inputs: dict[str, Any],
+        outputs: list[str] | None = None,
+        *,
+        strict_types: bool = True,
+    ) -> InferenceResult:
+        """`infer` for a codec that already resolved the version and picked the signature.
+
+        Resolving once per request also keeps every part of a request on one
+        version while a new one is swapped in.
+        """
         if outputs is not None:
             repeated = {name for name in outputs if outputs.count(name) > 1}
             if repeated:
@@ -242,15 +260,13 @@ class DataPlane:
                     f"Output '{sorted(repeated)[0][:64]}' is requested more than once: "
                     "name each output once."
                 )
-        runner = self.runner(served, request.signature)
-        if outputs is not None:
             unknown = [name for name in outputs if name not in runner.outputs]
             if unknown:
                 raise InvalidInput(
                     f"Unknown output '{unknown[0][:64]}': signature '{runner.name}' has outputs "
                     f"{', '.join(runner.outputs)}."
                 )
-        arrays = self.prepare(runner, request.inputs, strict_types=request.strict_types)
+        arrays = self.prepare(runner, inputs, strict_types=strict_types)
         result = await self.run(served, runner.name, arrays)
         if outputs is not None:
             result = {name: result[name] for name in outputs}

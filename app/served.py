@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.batching import Batcher, Tensors, row_count, split_dict
+from app.batching import Batcher, Tensors
 from app.metadata import ModelInfo, warm_up_inputs
 from app.predictor import GRAD_SIGNATURE, InvalidModel, Predictor, SignatureRunner
 from app.runtimes import choose_runner
@@ -129,10 +129,6 @@ class ServedVersion:
                 raise InvalidModel(
                     f"warm-up: output '{out_name}' of '{signature}' is not on its rounding grid"
                 )
-
-    def rows_of(self, inputs: Tensors) -> int:
-        """Rows of a batch-major request."""
-        return row_count(inputs)
 
 
 #: TFLite answers a call only when every float input is finite and at most this large in
@@ -254,4 +250,4 @@ def select_runtimes(served: ServedVersion, path: Path, mode: str) -> None:
         )
 
 
-__all__ = ["ServedVersion", "batchable", "select_runtimes", "split_dict"]
+__all__ = ["ServedVersion", "batchable", "select_runtimes"]

@@ -172,11 +172,6 @@ def _explain_shape(value: Any, spec: TensorSpec, what: str, batched: bool) -> No
         )
 
 
-def _row_shape(row: Any, max_rank: int) -> tuple[int, ...]:
-    """A row's shape as far as it is regular (the shape shown in messages)."""
-    return nested_shape(row, max_rank=max_rank + 1)
-
-
 def _scan_values(value: Any, check: Any) -> None:
     """Call `check(index, scalar)` on every scalar of a nested list, iteratively, in order."""
     stack: list[tuple[tuple[int, ...], Any]] = [((), value)]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from app.dataplane import DataPlane
-from app.predictor import GRAD_SIGNATURE, SignatureRunner, TensorSpec
+from app.predictor import SignatureRunner, TensorSpec
 from app.served import ServedVersion
 from app.tensors import v2_datatype
 
@@ -309,4 +309,4 @@ def served_key(plane: DataPlane) -> tuple[Any, ...]:
     )
 
 
-__all__ = ["GRAD_SIGNATURE", "add_served_models", "served_key"]
+__all__ = ["add_served_models", "served_key"]

@@ -25,7 +25,7 @@ from app.codecs.common import (
     require_object,
     row_inputs,
 )
-from app.dataplane import DataPlane, InferenceRequest
+from app.dataplane import DataPlane
 from app.errors import InvalidInput, ModelNotFound
 from app.repository import ModelRepository
 from app.served import ServedVersion
@@ -54,15 +54,7 @@ async def predict(plane: DataPlane, body: bytes, name: str, version: int | None)
         inputs = row_inputs(plane, document["instances"], runner, "instances")
     else:
         inputs = columnar_inputs(document["inputs"], runner, "inputs")
-    result = await plane.infer(
-        InferenceRequest(
-            name,
-            version,
-            runner.name,
-            inputs,
-            strict_types=may_hold_booleans(body),
-        )
-    )
+    result = await plane.infer_on(served, runner, inputs, strict_types=may_hold_booleans(body))
     # Values as their dtype writes them (TF Serving answers a float32 0 as 0.0).
     outputs = {key: json_value(value) for key, value in result.outputs.items()}
     if not has_instances:

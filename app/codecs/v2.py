@@ -25,7 +25,7 @@ from app.codecs.common import (
     may_hold_booleans,
     require_object,
 )
-from app.dataplane import DataPlane, InferenceRequest
+from app.dataplane import DataPlane
 from app.errors import InvalidInput, ModelNotReady
 from app.main_version import VERSION
 from app.predictor import SignatureRunner
@@ -266,8 +266,9 @@ async def infer(
     strict_types = may_hold_booleans(header)
     arrays: dict[str, np.ndarray] = {}
     for signature_name, outputs in plan.items():
-        result = await plane.infer(
-            InferenceRequest(name, version, signature_name, inputs, outputs, strict_types)
+        signature_runner = plane.runner(served, signature_name)
+        result = await plane.infer_on(
+            served, signature_runner, inputs, outputs, strict_types=strict_types
         )
         arrays.update(result.outputs)
     if not requested:
