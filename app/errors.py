@@ -142,8 +142,8 @@ def error_body(message: str, request_id: str | None, protocol: Protocol) -> byte
     return orjson.dumps({"error": message})
 
 
-def error_response(exc: ServiceError, request_id: str | None, path: str) -> Response:
-    """The HTTP response for a domain error, in the shape of the request's protocol."""
+def error_parts(exc: ServiceError, path: str) -> tuple[int, dict[str, str] | None, Protocol]:
+    """The status, extra headers and protocol of a domain error's response to `path`."""
     protocol = protocol_of(path)
     headers = (
         {"WWW-Authenticate": 'Bearer realm="diffround"'}
@@ -152,9 +152,15 @@ def error_response(exc: ServiceError, request_id: str | None, path: str) -> Resp
         if isinstance(exc, Overloaded)
         else None
     )
+    return exc.status_for(protocol), headers, protocol
+
+
+def error_response(exc: ServiceError, request_id: str | None, path: str) -> Response:
+    """The HTTP response for a domain error, in the shape of the request's protocol."""
+    status, headers, protocol = error_parts(exc, path)
     return Response(
         error_body(exc.message, request_id, protocol),
-        status_code=exc.status_for(protocol),
+        status_code=status,
         media_type="application/json",
         headers=headers,
     )

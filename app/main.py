@@ -136,26 +136,30 @@ def create_app(settings: Settings | None = None) -> "Service":
     # Other routers (e.g. the diagnostics page, app.api.ui) are included here.
     app.include_router(ui.router)
 
-    # The hot inference routes run on the fast lane; everything else on FastAPI. One
-    # middleware chain wraps both, so they share the request ids, logs, metrics, API key,
-    # concurrency bound, body limit and response budget (outermost first).
-    chain: ASGIApp = ResponseBudgetMiddleware(
-        FastLane(app, dataplane), max_bytes=settings.max_response_bytes
-    )
-    chain = BodyLimitMiddleware(chain, max_bytes=settings.max_body_bytes)
-    chain = ConcurrencyLimitMiddleware(
-        chain,
+    # Everything but the hot inference routes runs on FastAPI behind the middleware chain
+    # (outermost first: observability, API key, concurrency bound, body limit, response
+    # budget). The fast lane runs the same policy objects in the same order, so both
+    # share the request ids, logs, metrics, API key, concurrency count and limits.
+    budget = ResponseBudgetMiddleware(app, max_bytes=settings.max_response_bytes)
+    body_limit = BodyLimitMiddleware(budget, max_bytes=settings.max_body_bytes)
+    limiter = ConcurrencyLimitMiddleware(
+        body_limit,
         max_in_flight=settings.max_concurrent_requests,
         max_queued=settings.max_queued_requests,
         open_paths=OPEN_PATHS,
         open_prefixes=OPEN_PREFIXES,
     )
-    api_key = settings.api_key_value
-    if api_key is not None:
-        chain = ApiKeyMiddleware(
-            chain, api_key=api_key, open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES
+    chain: ASGIApp = limiter
+    api_key: ApiKeyMiddleware | None = None
+    if settings.api_key_value is not None:
+        chain = api_key = ApiKeyMiddleware(
+            chain,
+            api_key=settings.api_key_value,
+            open_paths=OPEN_PATHS,
+            open_prefixes=OPEN_PREFIXES,
         )
-    chain = ObservabilityMiddleware(chain, metrics=metrics)
+    observability = ObservabilityMiddleware(chain, metrics=metrics)
+    lane = FastLane(dataplane, observability, api_key, limiter, body_limit)
 
     spec_cache: dict[str, Any] = {}
 
@@ -181,29 +185,37 @@ def create_app(settings: Settings | None = None) -> "Service":
         return spec_cache["schema"]
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return Service(app, chain)
+    return Service(app, observability, lane)
 
 
 class Service:
-    """The ASGI app uvicorn runs: the middleware chain around the fast lane and FastAPI.
+    """The ASGI app uvicorn runs: the fast lane beside the middleware chain around FastAPI.
 
     Lifespan events go to the FastAPI app (it starts and stops the model
-    poller); every other attribute (`state`, `router`, `openapi`, `routes`...)
-    is the FastAPI app's, so the service is used like one.
+    poller); the hot inference routes to the fast lane; every other request
+    through the middleware chain to FastAPI. Every other attribute (`state`,
+    `router`, `openapi`, `routes`...) is the FastAPI app's, so the service is
+    used like one.
 
     Args:
         app: The FastAPI app.
-        chain: The middleware chain ending in the fast lane, which ends in `app`.
+        chain: The middleware chain ending in `app`.
+        lane: The fast lane (running the chain's policies itself).
     """
 
-    def __init__(self, app: FastAPI, chain: ASGIApp) -> None:
+    def __init__(self, app: FastAPI, chain: ASGIApp, lane: FastLane) -> None:
         self.fastapi = app
         self.chain = chain
+        self.lane = lane
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run one connection's event (lifespan on FastAPI, requests through the chain)."""
+        """Run one connection's event (lifespan on FastAPI, requests on the lane or the chain)."""
         if scope["type"] == "lifespan":
             await self.fastapi(scope, receive, send)
+            return
+        matched = self.lane.match(scope)
+        if matched is not None:
+            await self.lane.serve(scope, receive, send, matched)
         else:
             await self.chain(scope, receive, send)
 

@@ -3,20 +3,26 @@
 Pure ASGI (not `BaseHTTPMiddleware`) because each layer runs on every
 request and must cost microseconds. Order, outermost first (see `main.py`):
 observability -> API key -> concurrency limit -> body limit -> response budget -> routes.
+Each policy is also a plain method (`begin`/`record`, `refusal`,
+`acquire`/`release`, `declared_too_large`/`too_large`) that the inference
+fast lane (`app.fastlane`) calls in the same order, so one object holds each
+policy and its state (the in-flight count, the metric children) for both paths.
 """
 
 import asyncio
 import hashlib
+import itertools
 import logging
+import os
 import re
 import secrets
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import (
@@ -36,6 +42,23 @@ logger = logging.getLogger("app.requests")
 CLIENT_CLOSED_REQUEST = 499
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIds:
+    """New request ids: 32 hex digits, a random per-process prefix then a counter.
+
+    Unique within the process and, with a 64-bit random prefix, across the
+    workers and restarts of a deployment; about a tenth of `uuid4().hex`'s
+    cost on the hot path. Not secrets: they only name requests in logs.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def new(self) -> str:
+        """The next id."""
+        return f"{self._prefix}{next(self._counter):016x}"
 
 
 def request_id_of(scope: Scope) -> str | None:
@@ -60,6 +83,9 @@ class ObservabilityMiddleware:
     Successful requests are logged at debug level, 4xx and 503 at info, other 5xx at error;
     a client that hung up mid-request is counted and logged (info) with status 499.
 
+    The fast lane (`app.fastlane`) calls `begin`, `record` and `unhandled`
+    directly, so both paths give ids, logs and metrics the same way.
+
     Args:
         app: The wrapped ASGI app.
         metrics: Where request counts and latencies go.
@@ -68,18 +94,68 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._ids = RequestIds()
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def begin(self, scope: Scope) -> str:
+        """The request's id (kept from `X-Request-ID` when safe, else new), stored in its scope."""
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming.decode("latin-1") if incoming else ""
+        if not (request_id and _REQUEST_ID.match(request_id)):
+            request_id = self._ids.new()
+        scope.setdefault("state", {})["request_id"] = request_id
+        return request_id
+
+    def record(self, scope: Scope, request_id: str, status: int, elapsed: float) -> None:
+        """Count the finished request, observe its latency and log it."""
+        route = scope.get("route")
+        label = getattr(route, "path", None) or "unmatched"
+        key = (label, scope["method"], status)
+        children = self._children.get(key)
+        if children is None:  # prometheus' labels() costs ~10 us: look each up once
+            children = self._children[key] = (
+                self.metrics.requests.labels(label, scope["method"], str(status)),
+                self.metrics.latency.labels(label),
+            )
+        children[0].inc()
+        children[1].observe(elapsed)
+        # 503 (not ready yet) is expected while loading: info, like a 4xx.
+        level = (
+            logging.ERROR
+            if status >= 500 and status != 503
+            else logging.INFO
+            if status >= 400
+            else logging.DEBUG
+        )
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": label,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+
+    @staticmethod
+    def unhandled(scope: Scope, request_id: str) -> Response:
+        """Log the exception being handled (traceback in the log only); the generic 500."""
+        logger.exception(
+            "unhandled error",
+            extra={"request_id": request_id, "method": scope["method"], "path": scope["path"]},
+        )
+        return error_response(InternalError(GENERIC_500), request_id, scope["path"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run one request."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = _header(scope, b"x-request-id")
-        request_id = incoming.decode("latin-1") if incoming else ""
-        if not _REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = self.begin(scope)
         id_header = (b"x-request-id", request_id.encode())
         start = time.perf_counter()
         status = 500
@@ -100,47 +176,11 @@ class ObservabilityMiddleware:
             # (a middleware reading the body) lands here: the same status, never a 500.
             status = CLIENT_CLOSED_REQUEST
         except Exception:
-            logger.exception(
-                "unhandled error",
-                extra={"request_id": request_id, "method": scope["method"], "path": scope["path"]},
-            )
+            response = self.unhandled(scope, request_id)
             if not started:
-                response = error_response(InternalError(GENERIC_500), request_id, scope["path"])
                 await response(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
-            key = (label, scope["method"], status)
-            children = self._children.get(key)
-            if children is None:  # prometheus' labels() costs ~10 us: look each up once
-                children = self._children[key] = (
-                    self.metrics.requests.labels(label, scope["method"], str(status)),
-                    self.metrics.latency.labels(label),
-                )
-            children[0].inc()
-            children[1].observe(elapsed)
-            # 503 (not ready yet) is expected while loading: info, like a 4xx.
-            level = (
-                logging.ERROR
-                if status >= 500 and status != 503
-                else logging.INFO
-                if status >= 400
-                else logging.DEBUG
-            )
-            if logger.isEnabledFor(level):
-                logger.log(
-                    level,
-                    "request",
-                    extra={
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "route": label,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                    },
-                )
+            self.record(scope, request_id, status, time.perf_counter() - start)
 
 
 class ApiKeyMiddleware:
@@ -180,6 +220,18 @@ class ApiKeyMiddleware:
                 return token.strip()
         return None
 
+    def refusal(self, scope: Scope) -> Unauthorized | None:
+        """Why a request to a key-protected path is refused (no key, wrong key), or None."""
+        presented = self._presented(scope)
+        if presented is None:
+            return Unauthorized(
+                "Missing API key: send it in the X-API-Key header or as "
+                "'Authorization: Bearer <key>'."
+            )
+        if secrets.compare_digest(hashlib.sha256(presented).digest(), self._digest):
+            return None
+        return Unauthorized("Wrong API key.")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the key, then run the request (or answer 401)."""
         if scope["type"] != "http":
@@ -189,20 +241,11 @@ class ApiKeyMiddleware:
         if path in self._open_paths or path.startswith(self._open_prefixes):
             await self.app(scope, receive, send)
             return
-        presented = self._presented(scope)
-        if presented is None:
-            message = (
-                "Missing API key: send it in the X-API-Key header or as "
-                "'Authorization: Bearer <key>'."
-            )
-        elif secrets.compare_digest(hashlib.sha256(presented).digest(), self._digest):
+        refused = self.refusal(scope)
+        if refused is None:
             await self.app(scope, receive, send)
             return
-        else:
-            message = "Wrong API key."
-        await error_response(Unauthorized(message), request_id_of(scope), path)(
-            scope, receive, send
-        )
+        await error_response(refused, request_id_of(scope), path)(scope, receive, send)
 
 
 class ConcurrencyLimitMiddleware:
@@ -252,33 +295,44 @@ class ConcurrencyLimitMiddleware:
         if path in self._open_paths or path.startswith(self._open_prefixes):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
-            if len(self._waiters) >= self.max_queued:
-                error = Overloaded(
-                    f"The service is busy: {self.max_in_flight} requests are in flight and "
-                    f"{len(self._waiters)} queued (MAX_CONCURRENT_REQUESTS, "
-                    "MAX_QUEUED_REQUESTS); retry shortly."
-                )
-                await error_response(error, request_id_of(scope), path)(scope, receive, send)
-                return
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter  # a finishing request hands its slot over (in_flight unchanged)
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._release()  # handed a slot, then cancelled: pass it on
-                elif waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                raise
-        else:
-            self.in_flight += 1
+        try:
+            await self.acquire()
+        except Overloaded as exc:
+            await error_response(exc, request_id_of(scope), path)(scope, receive, send)
+            return
         try:
             await self.app(scope, receive, send)
         finally:
-            self._release()
+            self.release()
 
-    def _release(self) -> None:
+    async def acquire(self) -> None:
+        """Take a slot, waiting in the queue when all are taken; pair with `release`.
+
+        Raises:
+            Overloaded: Every slot and queue place is taken (503, `Retry-After: 1`).
+        """
+        if self.in_flight < self.max_in_flight:
+            self.in_flight += 1
+            return
+        if len(self._waiters) >= self.max_queued:
+            raise Overloaded(
+                f"The service is busy: {self.max_in_flight} requests are in flight and "
+                f"{len(self._waiters)} queued (MAX_CONCURRENT_REQUESTS, "
+                "MAX_QUEUED_REQUESTS); retry shortly."
+            )
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # a finishing request hands its slot over (in_flight unchanged)
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot, then cancelled: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give the slot to the first live waiter, or free it."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -327,7 +381,19 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _too_large(self, size: int | None) -> PayloadTooLarge:
+    def declared_too_large(self, scope: Scope) -> PayloadTooLarge | None:
+        """The 413 for a declared `Content-Length` over the limit, or None."""
+        declared = _header(scope, b"content-length")
+        # Length-checked before int(): Python refuses to convert more than 4300 digits.
+        if (
+            declared is not None
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > self.max_bytes)
+        ):
+            return self.too_large(int(declared) if len(declared) <= 18 else None)
+        return None
+
+    def too_large(self, size: int | None) -> PayloadTooLarge:
         what = f"Request body of {size} bytes" if size is not None else "Request body"
         return PayloadTooLarge(
             f"{what} is over the limit of {self.max_bytes} bytes (MAX_BODY_BYTES); "
@@ -339,16 +405,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
-        # Length-checked before int(): Python refuses to convert more than 4300 digits.
-        if (
-            declared is not None
-            and declared.isdigit()
-            and (len(declared) > 18 or int(declared) > self.max_bytes)
-        ):
-            size = int(declared) if len(declared) <= 18 else None
-            response = error_response(self._too_large(size), request_id_of(scope), scope["path"])
-            await response(scope, receive, send)
+        declared = self.declared_too_large(scope)
+        if declared is not None:
+            await error_response(declared, request_id_of(scope), scope["path"])(
+                scope, receive, send
+            )
             return
         received = 0
         limit = self.max_bytes
@@ -359,7 +420,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise self._too_large(None)
+                    raise self.too_large(None)
             return message
 
         await self.app(scope, counting_receive, send)
