@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.limits import json_bytes_bound
+from app.limits import array_json_bound
 
 OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 #: Values per `orjson.dumps` call when encoding in pieces (about 1 MB of JSON, ~5 ms).
@@ -39,7 +39,7 @@ def array_footprint(content: Any) -> tuple[int, int]:
         item = stack.pop()
         if isinstance(item, np.ndarray):
             values += item.size
-            bound += json_bytes_bound(item.shape, item.dtype)
+            bound += array_json_bound(item.shape, item.dtype)
         elif isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list | tuple) and item:

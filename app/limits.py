@@ -59,9 +59,15 @@ def json_bytes_bound(shape: tuple[int, ...] | list[int], dtype: np.dtype | type)
     return count * per_value + 3 * lists
 
 
+@functools.lru_cache(maxsize=1024)
+def array_json_bound(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """`json_bytes_bound` of an array's shape and dtype, cached (answers repeat their shapes)."""
+    return json_bytes_bound(shape, dtype)
+
+
 def binary_bytes(shape: tuple[int, ...] | list[int], dtype: np.dtype | type) -> int:
     """The exact size of a tensor in the v2 binary extension (raw little-endian values)."""
-    count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    count = math.prod(int(size) for size in shape)
     return count * np.dtype(dtype).itemsize
 
 

@@ -56,6 +56,7 @@ class ServedVersion:
     #: Signature -> (runtime, why): "tflite" or "savedmodel" and the reason.
     runtimes: dict[str, tuple[str, str]] = field(default_factory=dict)
     _batchers: dict[BatchKey, Batcher[Tensors]] = field(default_factory=dict)
+    _batchable: dict[str, bool] = field(default_factory=dict)
 
     @property
     def runners(self) -> dict[str, SignatureRunner]:
@@ -78,12 +79,19 @@ class ServedVersion:
             Every output of the signature for exactly these inputs.
         """
         runner = self.runners[signature]
-        if not batchable(runner):
+        stackable = self._batchable.get(signature)
+        if stackable is None:
+            stackable = self._batchable[signature] = batchable(runner)
+        if not stackable:
             return runner(inputs)
-        key: BatchKey = (
-            signature,
-            tuple((n, a.shape[1:], a.dtype.str) for n, a in sorted(inputs.items())),
-        )
+        if len(inputs) == 1:
+            ((only, array),) = inputs.items()
+            layout: tuple[tuple[str, tuple[int, ...], str], ...] = (
+                (only, array.shape[1:], array.dtype.str),
+            )
+        else:
+            layout = tuple((n, a.shape[1:], a.dtype.str) for n, a in sorted(inputs.items()))
+        key: BatchKey = (signature, layout)
         batcher = self._batchers.get(key)
         if batcher is None:
             if len(self._batchers) >= 64:  # many layouts (variable dims): keep the newest few

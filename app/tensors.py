@@ -9,6 +9,7 @@ row, which value, what was expected.
 import base64
 import binascii
 import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -375,7 +376,7 @@ def binary_to_array(
         InvalidInput: Byte count off, NaN/Infinity in a float tensor, bytes not 0/1 for BOOL.
     """
     dtype = spec.dtype.newbyteorder("<") if spec.dtype.kind in "iuf" else spec.dtype
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if len(raw) != count * dtype.itemsize:
         raise InvalidInput(
             f"{what} needs {count * dtype.itemsize} bytes for shape {show_shape(shape)}, "

@@ -26,17 +26,19 @@ from app.codecs.common import (
     require_object,
     row_inputs,
 )
-from app.dataplane import DataPlane, InferenceResult
+from app.dataplane import DataPlane
 from app.errors import InvalidInput
 from app.interpret import decode_outputs, grad_summary
-from app.predictor import GRAD_SIGNATURE
+from app.predictor import GRAD_SIGNATURE, SignatureRunner
 from app.served import ServedVersion
 from app.validation import decode_json_async
 
 FIELDS = ("inputs", "instances", "model", "version")
 
 
-async def _parse(plane: DataPlane, body: bytes) -> tuple[ServedVersion, dict[str, Any]]:
+async def _parse(
+    plane: DataPlane, body: bytes
+) -> tuple[ServedVersion, SignatureRunner, dict[str, Any]]:
     document = require_object(await decode_json_async(body), FIELDS)
     has_inputs, has_instances = "inputs" in document, "instances" in document
     if has_inputs and has_instances:
@@ -58,7 +60,7 @@ async def _parse(plane: DataPlane, body: bytes) -> tuple[ServedVersion, dict[str
         inputs = columnar_inputs(document["inputs"], runner, "inputs")
     else:
         inputs = row_inputs(plane, document["instances"], runner, "instances")
-    return served, inputs
+    return served, runner, inputs
 
 
 def hard_outputs(served: ServedVersion, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -72,28 +74,25 @@ def hard_outputs(served: ServedVersion, outputs: dict[str, np.ndarray]) -> dict[
 
 async def predict(plane: DataPlane, body: bytes) -> Encoded:
     """`POST /predict`."""
-    served, inputs = await _parse(plane, body)
-    runner = plane.runner(served, None)
+    served, runner, inputs = await _parse(plane, body)
     arrays = plane.prepare(runner, inputs, strict_types=may_hold_booleans(body))
     outputs = await plane.run(served, runner.name, arrays)
-    result = InferenceResult(served, runner.name, outputs)
     document = {
         "model": served.name,
         "version": served.version,
-        "outputs": hard_outputs(served, result.outputs),
-        "decoded": decode_outputs(result.outputs, served.metadata.get("decoding")),
+        "outputs": hard_outputs(served, outputs),
+        "decoded": decode_outputs(outputs, served.metadata.get("decoding")),
     }
     return Encoded(await encode_json(plane, document))
 
 
 async def grad(plane: DataPlane, body: bytes) -> Encoded:
     """`POST /grad`: 404 when gradients are disabled or the model has none to serve."""
-    served, inputs = await _parse(plane, body)
+    served, predict_runner, inputs = await _parse(plane, body)
     plane.require_grad(served)
     grad_map = served.info.grad
     assert grad_map is not None
     strict_types = may_hold_booleans(body)
-    predict_runner = plane.runner(served, None)
     arrays = plane.prepare(predict_runner, inputs, strict_types=strict_types)
     hard = await plane.run(served, predict_runner.name, arrays)
     grad_runner = plane.runner(served, GRAD_SIGNATURE)

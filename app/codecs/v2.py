@@ -13,6 +13,7 @@ signature has (the `grad` signature of a `diffround.export` model, when
 gradients are enabled), or names a signature in `parameters.signature_name`.
 """
 
+import math
 from typing import Any
 
 import numpy as np
@@ -175,7 +176,7 @@ def _read_input(
     data = tensor["data"]
     if not isinstance(data, list):
         raise InvalidInput(f"The data of {what} must be a list, got {kind(data)}.")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     flat = _flatten(data, count, what)
     return name, (flat, tuple(shape)), 0
 
