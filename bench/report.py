@@ -337,10 +337,14 @@ def baseline_from(text: str | None) -> dict | None:
         return None
     section = text.split("## HTTP: 1-row requests", 1)[1].split("\n## ", 1)[0]
     out: dict[str, Any] = {}
-    columns: dict[str, int] = {}
+    # Each table's own header says which column is which; a table whose header names
+    # neither server (the service's routes side by side) is skipped, not read with the
+    # columns of the table before it. No header at all: the service is column 1.
+    columns: dict[str, int] | None = None
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells and cells[0] == "connections":
+            columns = {}
             for i, head in enumerate(cells):
                 for prefix, key in (("service:", "cpu_us"), ("trivial endpoint:", "floor_cpu_us")):
                     if head.startswith(prefix):
@@ -348,7 +352,7 @@ def baseline_from(text: str | None) -> dict | None:
             continue
         if len(cells) < 2 or cells[0] not in ("1", "32"):
             continue
-        for key, index in (columns or {"cpu_us": 1}).items():
+        for key, index in ({"cpu_us": 1} if columns is None else columns).items():
             found = re.search(r";\s*([\d,.]+)\)", cells[index]) if index < len(cells) else None
             if found:
                 out[f"{key}_c{cells[0]}"] = float(found.group(1).replace(",", ""))
