@@ -255,27 +255,32 @@ def json_structure(body: bytes, max_containers: int | None = None) -> JsonStruct
     return JsonStructure(keys, int(steps.cumsum(dtype=np.int32).max()), opens, strings)
 
 
-_CONTAINER_TYPES = {dict, list}
+_CONTAINER_TYPES = frozenset((dict, list))
 
 
 def count_keys(document: Any) -> int:
-    """How many keys the objects of a decoded document hold, all levels (no recursion)."""
+    """How many keys the objects of a decoded document hold, all levels (no recursion).
+
+    `document` comes from orjson, whose objects and arrays are exactly `dict` and
+    `list`, so `type(...) in` (one hash lookup) stands in for `isinstance`.
+    """
     total = 0
     stack = [document]
     while stack:
         value = stack.pop()
-        if isinstance(value, dict):
+        kind = type(value)
+        if kind is dict:
             total += len(value)
             items: Any = value.values()
-        elif isinstance(value, list):
+        elif kind is list:
             items = value
         else:
             continue
-        # A row of numbers holds no container: `set(map(type, ...))` runs in C, about 4x
-        # faster than testing each item in Python.
-        if _CONTAINER_TYPES.isdisjoint(set(map(type, items))):
+        # A row of numbers holds no container: `isdisjoint(map(type, ...))` runs in C
+        # (stopping at the first container), several times faster than a Python loop.
+        if _CONTAINER_TYPES.isdisjoint(map(type, items)):
             continue
-        stack.extend(item for item in items if isinstance(item, dict | list))
+        stack.extend(item for item in items if type(item) in _CONTAINER_TYPES)
     return total
 
 
