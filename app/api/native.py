@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from app.api.common import (
+    DataPlaneDep,
     NumpyJSONResponse,
     RepositoryDep,
     encoded_response,
@@ -102,8 +103,11 @@ class ModelStatus(BaseModel):
     serving_version: int | None
     ready: bool
     default: bool
-    signatures: list[str]
-    gradients: bool
+    signatures: list[str] = Field(description="The signatures a request may name.")
+    gradients: bool = Field(
+        description="Whether `/grad` answers for this model: it was exported with gradients "
+        "(`diffround.export`) and the service runs with `ENABLE_GRAD=true`."
+    )
     runtimes: dict[str, dict[str, str]] = Field(
         description="Per signature: `tflite` or `savedmodel`, and why (RUNTIME setting)."
     )
@@ -165,8 +169,13 @@ async def grad(request: Request) -> Response:
     response_model=ModelList,
     responses=error_responses(401),
 )
-async def list_models(repository: RepositoryDep) -> dict[str, Any]:
-    """Every model directory in the models root: versions on disk, the serving one, readiness."""
+async def list_models(repository: RepositoryDep, plane: DataPlaneDep) -> dict[str, Any]:
+    """Every model directory in the models root: versions on disk, the serving one, readiness.
+
+    `signatures` are those a request may name and `gradients` says whether `/grad`
+    answers for the model: neither offers `grad` when the service runs with
+    `ENABLE_GRAD=false`.
+    """
     default = repository.default_name
     return {
         "models": [
@@ -176,8 +185,12 @@ async def list_models(repository: RepositoryDep) -> dict[str, Any]:
                 "serving_version": entry.serving.version if entry.serving else None,
                 "ready": entry.serving is not None,
                 "default": entry.name == default,
-                "signatures": sorted(entry.serving.runners) if entry.serving else [],
-                "gradients": bool(entry.serving and entry.serving.info.grad is not None),
+                "signatures": sorted(plane.signatures(entry.serving)) if entry.serving else [],
+                "gradients": bool(
+                    entry.serving
+                    and entry.serving.info.grad is not None
+                    and plane.settings.enable_grad
+                ),
                 "runtimes": {
                     key: {"runtime": runtime, "reason": reason}
                     for key, (runtime, reason) in sorted(entry.serving.runtimes.items())

@@ -685,7 +685,9 @@
     $("heatmap-figure").hidden = true;
     if (!grad) {
       status.className = "status warn";
-      if (gradError.status === 404 && (!isExported() || (state.entry && !state.entry.gradients))) {
+      // The metadata's grad map says whether the model has gradients at all; /models'
+      // `gradients` is also false when the service disables them (ENABLE_GRAD=false).
+      if (gradError.status === 404 && !(isExported() && state.meta.grad)) {
         status.dataset.reason = "no-gradients";
         status.textContent =
           "This model has no gradients: it was not exported by diffround.export, so the page " +

@@ -171,12 +171,21 @@ def test_grad_disabled_answers_404_with_a_message(models_root: Path, run) -> Non
         async with serving(make_settings(models_root, enable_grad=False)) as client:
             grad = await client.post("/grad", json={"inputs": digit_rows(1, 0).tolist()})
             predict = await client.post("/predict", json={"inputs": digit_rows(1, 0).tolist()})
-            return grad, predict
+            disabled = (await client.get("/models")).json()
+        async with serving(make_settings(models_root)) as client:
+            enabled = (await client.get("/models")).json()
+        return grad, predict, disabled, enabled
 
-    grad, predict = run(go())
+    grad, predict, disabled, enabled = run(go())
     assert grad.status_code == 404
     assert "ENABLE_GRAD" in grad.json()["error"]
     assert predict.status_code == 200
+    # /models says what /grad does: no gradients, and no `grad` signature to name.
+    (off,) = [m for m in disabled["models"] if m["name"] == "digit-bits"]
+    (on,) = [m for m in enabled["models"] if m["name"] == "digit-bits"]
+    assert on["gradients"] is True and "grad" in on["signatures"]
+    assert off["gradients"] is False and "grad" not in off["signatures"]
+    assert set(on["signatures"]) - set(off["signatures"]) == {"grad"}
 
 
 def test_batching_with_a_wait_window_still_answers_every_caller(models_root: Path, run) -> None:
