@@ -42,6 +42,7 @@ from app.middleware import (
     BodyLimitMiddleware,
     ConcurrencyLimitMiddleware,
     ObservabilityMiddleware,
+    header,
 )
 from app.validation import check_json_content_type
 
@@ -56,10 +57,8 @@ class LaneRoute:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+    value = header(scope, name)
+    return None if value is None else value.decode("latin-1")
 
 
 # Each handler is a plain function returning the codec's coroutine (not a coroutine
@@ -144,16 +143,10 @@ async def read_body(receive: Receive, limit: BodyLimitMiddleware) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-_CONTENT_TYPES: dict[str, bytes] = {}
-
-
 async def send_encoded(send: Send, encoded: Encoded, request_id: str) -> None:
     """Send an answer as one `http.response.start` and one body message."""
-    media = _CONTENT_TYPES.get(encoded.media_type)
-    if media is None:
-        media = _CONTENT_TYPES.setdefault(encoded.media_type, encoded.media_type.encode("latin-1"))
     headers = [
-        (b"content-type", media),
+        (b"content-type", encoded.media_type.encode("latin-1")),
         (b"content-length", b"%d" % len(encoded.body)),
         (b"x-request-id", request_id.encode("latin-1")),
     ]

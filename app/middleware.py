@@ -67,11 +67,32 @@ def request_id_of(scope: Scope) -> str | None:
     return state.get("request_id") if isinstance(state, dict) else None
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a request header (`name` in lower case), or None."""
     for key, value in scope.get("headers", ()):
         if key == name:
             return value
     return None
+
+
+class OpenPaths:
+    """The paths a policy leaves alone: exact paths and path prefixes.
+
+    Args:
+        paths: Exact paths.
+        prefixes: Path prefixes.
+    """
+
+    def __init__(self, paths: Iterable[str], prefixes: Iterable[str] = ()) -> None:
+        self._paths = frozenset(paths)
+        self._prefixes = tuple(prefixes)
+
+    def pass_through(self, scope: Scope) -> bool:
+        """Whether the policy does not apply: not an HTTP request, or an open path."""
+        if scope["type"] != "http":
+            return True
+        path = scope["path"]
+        return path in self._paths or path.startswith(self._prefixes)
 
 
 class ObservabilityMiddleware:
@@ -99,7 +120,7 @@ class ObservabilityMiddleware:
 
     def begin(self, scope: Scope) -> str:
         """The request's id (kept from `X-Request-ID` when safe, else new), stored in its scope."""
-        incoming = _header(scope, b"x-request-id")
+        incoming = header(scope, b"x-request-id")
         request_id = incoming.decode("latin-1") if incoming else ""
         if not (request_id and _REQUEST_ID.match(request_id)):
             request_id = self._ids.new()
@@ -206,14 +227,13 @@ class ApiKeyMiddleware:
     ) -> None:
         self.app = app
         self._digest = hashlib.sha256(api_key.encode()).digest()
-        self._open_paths = frozenset(open_paths)
-        self._open_prefixes = tuple(open_prefixes)
+        self._open = OpenPaths(open_paths, open_prefixes)
 
     def _presented(self, scope: Scope) -> bytes | None:
-        key = _header(scope, b"x-api-key")
+        key = header(scope, b"x-api-key")
         if key is not None:
             return key
-        authorization = _header(scope, b"authorization")
+        authorization = header(scope, b"authorization")
         if authorization is not None:
             scheme, _, token = authorization.partition(b" ")
             if scheme.lower() == b"bearer" and token.strip():
@@ -234,18 +254,11 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the key, then run the request (or answer 401)."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        if path in self._open_paths or path.startswith(self._open_prefixes):
-            await self.app(scope, receive, send)
-            return
-        refused = self.refusal(scope)
+        refused = None if self._open.pass_through(scope) else self.refusal(scope)
         if refused is None:
             await self.app(scope, receive, send)
             return
-        await error_response(refused, request_id_of(scope), path)(scope, receive, send)
+        await error_response(refused, request_id_of(scope), scope["path"])(scope, receive, send)
 
 
 class ConcurrencyLimitMiddleware:
@@ -283,22 +296,17 @@ class ConcurrencyLimitMiddleware:
         self.max_queued = max_queued
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._open_paths = frozenset(open_paths)
-        self._open_prefixes = tuple(open_prefixes)
+        self._open = OpenPaths(open_paths, open_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request when there is room (after waiting in the queue), else answer 503."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        if path in self._open_paths or path.startswith(self._open_prefixes):
+        if self._open.pass_through(scope):
             await self.app(scope, receive, send)
             return
         try:
             await self.acquire()
         except Overloaded as exc:
-            await error_response(exc, request_id_of(scope), path)(scope, receive, send)
+            await error_response(exc, request_id_of(scope), scope["path"])(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
@@ -383,7 +391,7 @@ class BodyLimitMiddleware:
 
     def declared_too_large(self, scope: Scope) -> PayloadTooLarge | None:
         """The 413 for a declared `Content-Length` over the limit, or None."""
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         # Length-checked before int(): Python refuses to convert more than 4300 digits.
         if (
             declared is not None
