@@ -122,3 +122,24 @@ def _loaded(path: str):
 def digit_rows(n: int, seed: int) -> np.ndarray:
     """`n` random rows of 64 grey levels 0..16 (float32)."""
     return np.random.default_rng(seed).integers(0, 17, (n, 64)).astype(np.float32)
+
+
+def tf1_graph_export(path: Path, *, declared_shape: list[int | None] | None, matmul: bool) -> None:
+    """A TF1 graph export (TF Serving's classic models): `y = 0.5 x + 2` (half_plus_two), or
+    `y = x @ [[1], [2]]`; input `x` declared `declared_shape` (None: unknown rank)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, declared_shape, name="x")
+        if matmul:
+            y = tf.matmul(x, tf.constant([[1.0], [2.0]]), name="y")
+        else:
+            a, b = tf.Variable(0.5, name="a"), tf.Variable(2.0, name="b")
+            y = tf.add(a * x, b, name="y")
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": signature}
+            )
+            builder.save()

@@ -8,27 +8,7 @@ import numpy as np
 import orjson
 import pytest
 import tensorflow as tf
-from svc_helpers import make_settings, serving, wait_for_model
-
-
-def _tf1_export(path: Path, *, declared_shape: list[int | None] | None, matmul: bool) -> None:
-    """A TF1 graph export: `y = 0.5 x + 2` (half_plus_two), or `y = x @ [[1], [2]]`."""
-    graph = tf.Graph()
-    with graph.as_default():
-        x = tf.compat.v1.placeholder(tf.float32, declared_shape, name="x")
-        if matmul:
-            y = tf.matmul(x, tf.constant([[1.0], [2.0]]), name="y")
-        else:
-            a, b = tf.Variable(0.5, name="a"), tf.Variable(2.0, name="b")
-            y = tf.add(a * x, b, name="y")
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            builder = tf.compat.v1.saved_model.Builder(str(path))
-            signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
-            builder.add_meta_graph_and_variables(
-                session, ["serve"], signature_def_map={"serving_default": signature}
-            )
-            builder.save()
+from svc_helpers import make_settings, serving, tf1_graph_export, wait_for_model
 
 
 def _keras_two_inputs() -> keras.Model:
@@ -57,8 +37,8 @@ class _IntegerModule(tf.Module):
 @pytest.fixture(scope="module")
 def any_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, keras.Model]:
     root = tmp_path_factory.mktemp("any-models")
-    _tf1_export(root / "half_plus_two" / "1", declared_shape=[None], matmul=False)
-    _tf1_export(root / "tf1-matmul" / "1", declared_shape=None, matmul=True)
+    tf1_graph_export(root / "half_plus_two" / "1", declared_shape=[None], matmul=False)
+    tf1_graph_export(root / "tf1-matmul" / "1", declared_shape=None, matmul=True)
     model = _keras_two_inputs()
     model.export(str(root / "keras-two" / "1"), verbose=False)
     module = _IntegerModule()

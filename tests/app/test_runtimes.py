@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from svc_helpers import tf1_graph_export
 
 from app import runtimes
 from app.predictor import SavedModelRunner, TensorSpec
@@ -96,25 +97,6 @@ def _multi_probe(rows: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def _half_plus_two(path: Path) -> Path:
-    """TF Serving's classic TF1 example: y = 0.5 x + 2 with `x: [-1]`, built in graph mode."""
-    graph = tf.Graph()
-    with graph.as_default():
-        a = tf.compat.v1.Variable(0.5, name="a")
-        b = tf.compat.v1.Variable(2.0, name="b")
-        x = tf.compat.v1.placeholder(tf.float32, shape=[None], name="x")
-        y = tf.add(tf.multiply(a, x), b, name="y")
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            builder = tf.compat.v1.saved_model.Builder(str(path))
-            signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
-            builder.add_meta_graph_and_variables(
-                session, ["serve"], signature_def_map={"serving_default": signature}
-            )
-            builder.save()
-    return path
-
-
 class WithGradient(tf.Module):
     """`y` and its input gradient: the gradient ops (ReluGrad, ...) are not TFLite builtins."""
 
@@ -140,7 +122,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
     tf.saved_model.save(multi, str(root / "multi"), signatures={"serving_default": multi.__call__})
     grad = WithGradient()
     tf.saved_model.save(grad, str(root / "grad"), signatures={"grad": grad.grad})
-    _half_plus_two(root / "hpt")
+    tf1_graph_export(root / "hpt", declared_shape=[None], matmul=False)
     paths = {
         "keras": keras_path,
         "multi": root / "multi",
