@@ -630,3 +630,18 @@ class Load:
                     continue
                 with self.lock:
                     self.ok[answered] += 1
+
+
+def wait_for(predicate, timeout_s: float, what: str, server: ServerProcess) -> float:
+    """Poll `predicate` every 0.1 s until true; the seconds it took.
+
+    Raises:
+        AssertionError: The server exited, or `timeout_s` passed (with the log's tail).
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        assert server.process.poll() is None, f"server exited while waiting for {what}"
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen in {timeout_s} s:\n{server.log_tail()}")

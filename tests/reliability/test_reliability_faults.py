@@ -20,16 +20,6 @@ MODEL = "digit-bits"
 DROP_WINDOW_S = 0.25
 
 
-def _wait(predicate, timeout_s: float, what: str, server: support.ServerProcess) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        assert server.process.poll() is None, f"server exited while waiting for {what}"
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen in {timeout_s} s:\n{server.log_tail()}")
-
-
 def _serving(client: httpx.Client) -> int | None:
     response = client.get("/readyz")
     return response.json()["models"].get(MODEL) if response.status_code == 200 else None
@@ -84,7 +74,9 @@ def test_versions_swap_refuse_and_fall_back_under_load_without_a_failed_request(
         time.sleep(1.5)
         # 1. A new version dropped in under load: served within the poll interval plus its load.
         support.install_version(broken_versions["tiny"], root, MODEL, 2)
-        swap_s = _wait(lambda: _serving(client) == 2, 60, "the swap to version 2", server)
+        swap_s = support.wait_for(
+            lambda: _serving(client) == 2, 60, "the swap to version 2", server
+        )
         before_corrupt = load.total
         time.sleep(1.0)
         # 2. Corrupt versions: refused, logged, version 2 keeps serving.
@@ -114,7 +106,9 @@ def test_versions_swap_refuse_and_fall_back_under_load_without_a_failed_request(
         # 3. The serving version's directory deleted under load: falls back to version 1.
         during_corrupt = load.total - before_corrupt
         shutil.rmtree(root / MODEL / "2")
-        fallback_s = _wait(lambda: _serving(client) == 1, 60, "the fallback to version 1", server)
+        fallback_s = support.wait_for(
+            lambda: _serving(client) == 1, 60, "the fallback to version 1", server
+        )
         time.sleep(1.5)
     finally:
         load.stop()
@@ -123,7 +117,7 @@ def test_versions_swap_refuse_and_fall_back_under_load_without_a_failed_request(
     assert load.ok[1] > 0 and load.ok[2] > 0, load.ok
     # 4. The last loadable version deleted: no crash, not ready with the reason.
     shutil.rmtree(root / MODEL / "1")
-    _wait(lambda: client.get("/readyz").status_code == 503, 60, "not ready", server)
+    support.wait_for(lambda: client.get("/readyz").status_code == 503, 60, "not ready", server)
     reason = client.get("/readyz").json()["error"]
     assert "No model version could be loaded" in reason and "version 3" in reason, reason
     predict = client.post("/predict", json={"inputs": [[1.0] * 64]})
@@ -155,7 +149,9 @@ def test_a_missing_or_empty_models_root_is_live_not_ready_then_ready_without_res
     server.wait_live()
     client = server.client()
     expected_reason = "does not exist" if start_state == "missing" else "holds no model version"
-    _wait(lambda: expected_reason in client.get("/readyz").text, 30, "the not-ready reason", server)
+    support.wait_for(
+        lambda: expected_reason in client.get("/readyz").text, 30, "the not-ready reason", server
+    )
     for path in ("/readyz", "/v2/health/ready"):
         response = client.get(path)
         assert response.status_code == 503
@@ -166,7 +162,7 @@ def test_a_missing_or_empty_models_root_is_live_not_ready_then_ready_without_res
     assert response.status_code == 503 and expected_reason in response.json()["error"]
     if start_state == "missing":
         root.mkdir(parents=True)
-        _wait(
+        support.wait_for(
             lambda: "holds no model version" in client.get("/readyz").text,
             30,
             "the empty-root reason",
@@ -177,7 +173,9 @@ def test_a_missing_or_empty_models_root_is_live_not_ready_then_ready_without_res
     assert client.get("/readyz").status_code == 503
     pid = server.process.pid
     support.install_version(default_version_dir, root, MODEL, 1)
-    ready_s = _wait(lambda: client.get("/readyz").status_code == 200, 60, "readiness", server)
+    ready_s = support.wait_for(
+        lambda: client.get("/readyz").status_code == 200, 60, "readiness", server
+    )
     assert server.process.pid == pid and server.process.poll() is None
     rows = support.digit_rows(5, seed=3)
     response = client.post("/predict", json={"inputs": rows.tolist()})

@@ -29,16 +29,6 @@ MODEL = "digit-bits"
 LOAD_TIMEOUT_S = 20
 
 
-def _wait(predicate, timeout_s: float, what: str, server: support.ServerProcess) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        assert server.process.poll() is None, f"server exited while waiting for {what}"
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen in {timeout_s} s:\n{server.log_tail()}")
-
-
 def _serving(client: httpx.Client, model: str = MODEL) -> int | None:
     response = client.get("/readyz")
     return response.json()["models"].get(model) if response.status_code == 200 else None
@@ -72,7 +62,7 @@ def test_a_load_that_never_returns_times_out_and_blocks_no_other_model(
     assert "MODEL_LOAD_TIMEOUT_S" in str(status), status
     # The hung thread holds nothing: a new version of the other model swaps in.
     support.install_version(default_version_dir, root, MODEL, 2)
-    seconds = _wait(lambda: _serving(client) == 2, 60, "version 2 served", server)
+    seconds = support.wait_for(lambda: _serving(client) == 2, 60, "version 2 served", server)
     support.record("new version served while another model's load hangs (s)", round(seconds, 1))
     for seed, kind in enumerate(("predict", "grad", "v1", "v2")):
         check_good_request(client, reference, kind, seed)
