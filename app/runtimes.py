@@ -24,7 +24,9 @@ the variables into constants) gives the right answers. So that one is tried
 first and `from_saved_model` second (it keeps what a concrete function
 cannot, e.g. table initialisers), each with XNNPACK (TFLite's default CPU
 delegate) and then with the builtin kernels alone; the first candidate that
-is bit-identical wins.
+is bit-identical wins. A signature computing gradients fails both for the
+gradient ops TFLite lacks (`ReluGrad`, `BroadcastGradientArgs`, ...); it is
+converted once more with those ops rewritten into builtins (`app.lowering`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
+from app.lowering import LOWERINGS, lower_function
 from app.predictor import SavedModelRunner, SignatureRunner, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -225,14 +228,20 @@ class TFLiteRunner:
 
 
 def _converter_message(exc: BaseException) -> str:
-    """A one-line reason from a converter error: the unsupported ops when it names them."""
+    """A one-line reason from a converter error: the unsupported ops when it names them.
+
+    The converter lists the ops TF Select could run on one line ("TF Select ops: A, B")
+    and names each op that not even TF Select has in its own error line; both count.
+    """
     text = str(exc)
+    ops: set[str] = set()
     found = re.search(r"TF Select ops: ([^\n]+)", text)
     if found:
-        return f"{UNSUPPORTED}{found.group(1).strip()}"
-    ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)))
+        ops.update(op.strip() for op in found.group(1).split(",") if op.strip())
+    not_even_flex = r"'tf\.(\w+)' op is neither a custom op nor a flex op"
+    ops.update(re.findall(not_even_flex, text))
     if ops:
-        return f"{UNSUPPORTED}{', '.join(o[3:] for o in ops)}"
+        return f"{UNSUPPORTED}{', '.join(sorted(ops))}"
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return f"{type(exc).__name__}: {first[:300]}"
 
@@ -285,7 +294,8 @@ class ConversionCache:
         self.digest = digest.hexdigest()[:32]
 
     def _file(self, label: str, suffix: str) -> Path:
-        return self.root / f"{self.digest}-{label}.{suffix}"
+        slug = re.sub(r"[^A-Za-z0-9_.]+", "-", label)  # "a, b c" -> "a-b-c"
+        return self.root / f"{self.digest}-{slug}.{suffix}"
 
     def get(self, label: str) -> tuple[bytes | None, str | None]:
         """`(flatbuffer, None)`, `(None, failure message)`, or `(None, None)` when not cached."""
@@ -464,13 +474,42 @@ class _Attempt:
     problem: str | None = None
 
 
-def _candidates(
-    path: str, loaded: Any, key: str, reference: SavedModelRunner
-) -> list[tuple[str, Callable[[], bytes]]]:
+@dataclass(frozen=True)
+class _Candidate:
+    label: str
+    convert: Callable[[], bytes]
+    #: Whether this conversion rewrites gradient ops first (`app.lowering`): tried only
+    #: after a plain conversion failed for ops that all have a rewrite.
+    lowers: bool = False
+
+
+def convert_lowered(function: Any) -> bytes:
+    """`convert_concrete_function` of `function` with its gradient ops rewritten
+    (`app.lowering.lower_function`)."""
+    concrete, module, _ = lower_function(function)
+    return convert_concrete_function(concrete, module)
+
+
+def _candidates(path: str, loaded: Any, key: str, reference: SavedModelRunner) -> list[_Candidate]:
     return [
-        ("from_concrete_functions", lambda: convert_concrete_function(reference.function, loaded)),
-        ("from_saved_model", lambda: convert_saved_model(path, key)),
+        _Candidate(
+            "from_concrete_functions",
+            lambda: convert_concrete_function(reference.function, loaded),
+        ),
+        _Candidate("from_saved_model", lambda: convert_saved_model(path, key)),
+        _Candidate(
+            "from_concrete_functions, gradient ops lowered",
+            lambda: convert_lowered(reference.function),
+            lowers=True,
+        ),
     ]
+
+
+def _missing_ops(message: str | None) -> set[str] | None:
+    """The op types a conversion failure names as missing from TFLite, else None."""
+    if not message or not message.startswith(UNSUPPORTED):
+        return None
+    return {op.strip() for op in message[len(UNSUPPORTED) :].split(",") if op.strip()}
 
 
 def choose_runner(
@@ -495,7 +534,10 @@ def choose_runner(
     builtin kernels alone: `from_concrete_functions` on the loaded signature
     (variables frozen), then `from_saved_model(path, signature_keys=[key])`.
     A conversion that fails is not retried with other kernels, and when it
-    fails for ops TFLite lacks the other conversion is not tried either.
+    fails for ops TFLite lacks the other conversion is not tried either;
+    when every op it names has a rewrite in `app.lowering.LOWERINGS`
+    (gradient ops), `from_concrete_functions` is tried once more on the
+    signature with those ops rewritten.
 
     Args:
         path: The SavedModel's directory (the one `loaded` came from).
@@ -515,7 +557,7 @@ def choose_runner(
         e.g. "tflite (from_concrete_functions, XNNPACK): bit-identical to the
         SavedModel on 3 probes x 1/2/7/64 rows (13 calls; chosen in 0.4 s)" or
         "savedmodel: TFLite not used (from_concrete_functions: conversion
-        failed: ops TFLite's builtins lack: BroadcastGradientArgs, ReluGrad)".
+        failed: ops TFLite's builtins lack: Erfc, ReluGrad)".
 
     Raises:
         ValueError: An unknown mode.
@@ -538,19 +580,26 @@ def choose_runner(
     started = time.perf_counter()
     attempts: list[_Attempt] = []
     cache = ConversionCache(cache_dir, path, key) if cache_dir else None
-    for label, convert in _candidates(path, loaded, key, reference):
+    missing: set[str] | None = None  # ops TFLite lacks, once a plain conversion said so
+    for candidate in _candidates(path, loaded, key, reference):
+        if candidate.lowers != (missing is not None):
+            continue  # lowering only helps (and plain conversions only fail) for missing ops
+        if candidate.lowers and not missing <= LOWERINGS.keys():  # type: ignore[operator]
+            break
+        label = candidate.label
         content, message = cache.get(label) if cache else (None, None)
         if content is None and message is None:
             try:
-                content = convert()
+                content = candidate.convert()
             except Exception as exc:  # any failure means: not this one
                 message = _converter_message(exc)
             if cache:
                 cache.put(label, content, message)
         if content is None:
             attempts.append(_Attempt(label, problem=f"conversion failed: {message}"))
-            if message and message.startswith(UNSUPPORTED):
-                break  # the same graph through the other converter lacks the same ops
+            if candidate.lowers:
+                break
+            missing = _missing_ops(message)
             continue
         for xnnpack in (True, False):
             kernels = "XNNPACK" if xnnpack else "builtin kernels"

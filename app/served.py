@@ -200,17 +200,50 @@ class _Renamed:
         return self._runner(inputs)
 
 
+def _runtime(
+    served: ServedVersion, path: Path, key: str, runner: SignatureRunner, mode: str
+) -> tuple[SignatureRunner, str]:
+    """The runner chosen for one signature (guarded when it is TFLite), and why."""
+    if key == GRAD_SIGNATURE and mode == "auto":
+        return runner, "savedmodel: gradient signature, converted only with RUNTIME=tflite"
+    probes = warm_up_inputs(served.info, runner)
+    probes += range_probes(runner, probes, TFLITE_INPUT_BOUND)
+    try:
+        fast, reason = choose_runner(
+            str(path),
+            served.predictor.loaded,
+            key,
+            probes,
+            mode,  # type: ignore[arg-type]
+        )
+    except Exception as exc:
+        if key == GRAD_SIGNATURE:  # /predict does not need it: serve it as exported
+            return runner, f"savedmodel: TFLite cannot run the gradient signature ({exc})"
+        # RUNTIME=tflite and no conversion runs: refuse the version
+        raise InvalidModel(f"signature '{key}' cannot run on TFLite ({exc})") from exc
+    if getattr(fast, "runtime", "savedmodel") == "tflite":
+        fast = _Guarded(fast, runner, TFLITE_INPUT_BOUND)
+        reason += f"; inputs beyond +-{TFLITE_INPUT_BOUND:g} run on the SavedModel"
+    return fast, reason
+
+
 def select_runtimes(served: ServedVersion, path: Path, mode: str) -> None:
-    """Serve each inference signature with TensorFlow Lite where it is proven equal.
+    """Serve each signature with TensorFlow Lite where it is proven equal (or forced).
 
     `app.runtimes.choose_runner` converts the signature and keeps TFLite only
     when its answers are bit-identical to the SavedModel's on the warm-up
     inputs and on probes reaching `TFLITE_INPUT_BOUND`, tiled to 1, 2, 7 and
     64 rows (`auto`), or whenever it runs (`tflite`); calls with larger float
-    inputs then go to the SavedModel. The `grad` signature (gradient ops TFLite's builtins lack) and
-    TF1 graph exports (whose declared shapes are not what their graphs take)
-    stay on the SavedModel. Signatures sharing one concrete function (`serve`
-    and `serving_default`) share one conversion.
+    inputs then go to the SavedModel. Signatures sharing one concrete function
+    (`serve` and `serving_default`) share one conversion. TF1 graph exports
+    (whose declared shapes are not what their graphs take) stay on the SavedModel.
+
+    The `grad` signature is converted only when TFLite is forced, with its
+    gradient ops rewritten (`app.lowering`): its answers are floats, which
+    TFLite's kernels round differently from TensorFlow's in the last bit (on
+    the default model, 1 ulp already in the layers before rounding), so `auto`
+    would convert it (1-3 s per version) only to refuse it. Where it cannot
+    run on TFLite it stays on the SavedModel instead of refusing the version.
 
     Args:
         served: The warmed-up version; its runners are replaced in place.
@@ -220,28 +253,12 @@ def select_runtimes(served: ServedVersion, path: Path, mode: str) -> None:
     runners = served.predictor.runners
     chosen: dict[str, tuple[SignatureRunner, str]] = {}
     for key, runner in list(runners.items()):
-        if key == GRAD_SIGNATURE or not runner.strict_shapes:
-            why = "gradient signature" if key == GRAD_SIGNATURE else "TF1 graph export"
-            served.runtimes[key] = ("savedmodel", f"savedmodel: {why}, not converted")
+        if not runner.strict_shapes:
+            served.runtimes[key] = ("savedmodel", "savedmodel: TF1 graph export, not converted")
             continue
         function_name = getattr(getattr(runner, "function", None), "name", key)
         if function_name not in chosen:
-            probes = warm_up_inputs(served.info, runner)
-            probes += range_probes(runner, probes, TFLITE_INPUT_BOUND)
-            try:
-                fast, reason = choose_runner(
-                    str(path),
-                    served.predictor.loaded,
-                    key,
-                    probes,
-                    mode,  # type: ignore[arg-type]
-                )
-            except Exception as exc:  # RUNTIME=tflite and no conversion runs: refuse the version
-                raise InvalidModel(f"signature '{key}' cannot run on TFLite ({exc})") from exc
-            if getattr(fast, "runtime", "savedmodel") == "tflite":
-                fast = _Guarded(fast, runner, TFLITE_INPUT_BOUND)
-                reason += f"; inputs beyond +-{TFLITE_INPUT_BOUND:g} run on the SavedModel"
-            chosen[function_name] = (fast, reason)
+            chosen[function_name] = _runtime(served, path, key, runner, mode)
         replacement, reason = chosen[function_name]
         if replacement.name != key:
             replacement = _Renamed(replacement, key)

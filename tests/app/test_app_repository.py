@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from svc_helpers import digit_rows, make_settings, reference_outputs, serving
+from svc_helpers import digit_rows, grad_view, make_settings, reference_outputs, serving
 from svc_helpers import predicted as predicted_outputs
 from svc_models import install
 
@@ -248,7 +248,7 @@ def test_dot_named_directories_are_ignored(
                 "runtimes": {
                     "grad": {
                         "runtime": "savedmodel",
-                        "reason": "savedmodel: gradient signature, not converted",
+                        "reason": "savedmodel: forced by the setting",
                     },
                     "serving_default": {
                         "runtime": "savedmodel",
@@ -349,3 +349,30 @@ def test_runtime_auto_answers_far_out_inputs_with_the_savedmodel(models_root: Pa
     models, answer = run(go())
     assert "inputs beyond" in models["models"][0]["runtimes"]["serving_default"]["reason"]
     np.testing.assert_array_equal(predicted_outputs(answer.json()), expected)
+
+
+def test_runtime_tflite_serves_grad_with_its_gradient_ops_lowered(models_root: Path, run) -> None:
+    """Forced TFLite converts the `grad` signature too (with its gradient ops rewritten where
+    TFLite lacks them); its floats may differ from the SavedModel's in the last bits."""
+    rows = digit_rows(9, seed=14)
+    want = reference_outputs(models_root / "digit-bits" / "1", rows)
+
+    async def go():
+        async with serving(make_settings(models_root, runtime="tflite")) as client:
+            models = (await client.get("/models")).json()
+            answers = [
+                grad_view((await client.post("/grad", json={"inputs": part.tolist()})).json())
+                for part in (rows[:1], rows[1:])
+            ]
+            return models, answers
+
+    models, answers = run(go())
+    runtimes = models["models"][0]["runtimes"]
+    assert runtimes["grad"]["runtime"] == "tflite", runtimes["grad"]
+    assert "forced by the setting" in runtimes["grad"]["reason"]
+    assert runtimes["serving_default"]["runtime"] == "tflite"
+    for role in ("relaxed", "input_grad", "pre_round", "surrogate", "local_grad"):
+        got = np.concatenate([np.asarray(a[role], np.float32) for a in answers])
+        np.testing.assert_allclose(got, want[role], rtol=1e-5, atol=1e-5, err_msg=role)
+    got_hard = np.concatenate([np.asarray(a["hard"], np.float32) for a in answers])
+    np.testing.assert_array_equal(got_hard, want["hard"])  # these rows are not on a tie
