@@ -19,6 +19,7 @@ CONNECTIONS = (1, 8, 32, 128)
 BIG_ROWS = 1024
 BIG_CONNECTIONS = 4
 GRAD_RUNS = ((1, 1), (1, 32), (64, 1))  # (rows per request, connections)
+FORCED_TFLITE = "service-tflite"  # the service with RUNTIME=tflite (for /grad at 1 row)
 #: The service's v1 and v2 routes run beside /predict at these connection counts.
 ROUTE_CONNECTIONS = (1, 32)
 
@@ -121,12 +122,19 @@ def measure(
         under_test.append(servers.triton(model_dir, model))
     if only:
         under_test = [s for s in under_test if s.name in only]
-    by_name = {s.name: s for s in under_test}
+    # /grad and /predict once more, 1 row, 1 connection, on a service forced onto TFLite
+    # (`RUNTIME=tflite`: the `grad` signature converted with its gradient ops rewritten).
+    forced = (
+        [servers.service(models_root, model, runtime="tflite", name=FORCED_TFLITE)]
+        if big_and_grad and any(s.name == "service" for s in under_test)
+        else []
+    )
+    by_name = {s.name: s for s in under_test + forced}
     svc = by_name.get("service")
     runs: dict[tuple, list[Load]] = defaultdict(list)
     per_call: dict[int, list[float]] = defaultdict(list)
     result: dict = {"model": model, "servers": {}, "loads": []}
-    with running(under_test):
+    with running(under_test + forced):
         if svc is not None:
             spec = ModelSpec.from_service(svc.url, model)
         if spec is None:
@@ -147,6 +155,8 @@ def measure(
                 body_file(f"{server.name}-1", protocols.body(wire, spec, one)),
                 body_file(f"{server.name}-{BIG_ROWS}", protocols.body(wire, spec, big)),
             )
+        for server in forced:  # the same bodies as the service's /predict
+            cells[(server.name, "/predict")] = cells[("service", "/predict")]
         extra_routes: list[str] = []
         if svc is not None:
             for kind in servers.SERVICE_ROUTES:
@@ -164,6 +174,7 @@ def measure(
             for rows, _ in GRAD_RUNS
         }
         grad = svc is not None and big_and_grad and spec.gradients
+        forced = forced if grad else []
         answers = {}
         for (name, path), (protocol, one_body, _) in cells.items():
             document = _post(by_name[name], path, one_body.read_bytes())
@@ -177,7 +188,8 @@ def measure(
         for server in under_test:
             result["servers"][server.name] = {"ready_after_s": round(server.ready_after_s or 0, 2)}
         if grad:
-            _post(svc, "/grad", grad_bodies[1].read_bytes())
+            for server in [svc, *forced]:
+                _post(server, "/grad", grad_bodies[1].read_bytes())
 
         def run(name: str, path: str, conns: int, rows: int = 1, body: Path | None = None) -> None:
             server = by_name[name]
@@ -218,6 +230,9 @@ def measure(
             if grad:
                 for rows, grad_conns in GRAD_RUNS:
                     run("service", "/grad", grad_conns, rows, body=grad_bodies[rows])
+                for server in forced:
+                    run(server.name, "/predict", 1)
+                    run(server.name, "/grad", 1, 1, body=grad_bodies[1])
             for server in under_test:
                 if server.name in servers.CONSTANT_SERVERS:
                     continue

@@ -245,6 +245,20 @@ def targets(results: dict) -> list[dict[str, Any]]:
                 "" if ratio <= 2 else f"{ratio / 2:.2f}x over",
             )
         )
+    g1 = find(loads, "service-tflite", "/grad", 1, 1)
+    p1 = find(loads, "service-tflite", "/predict", 1, 1)
+    if g1 and p1:
+        ratio = g1["p50_ms"] / p1["p50_ms"]
+        out.append(
+            _target(
+                "/grad batch 1 latency vs /predict, RUNTIME=tflite (p50, 1 conn)",
+                f"{g1['p50_ms']:.2f} vs {p1['p50_ms']:.2f} ms",
+                ratio,
+                "<= 2.0",
+                ratio <= 2.0,
+                "" if ratio <= 2 else f"{ratio / 2:.2f}x over",
+            )
+        )
     cold = results.get("cold") or {}
     if cold:
         ratio = cold["service_ready_s"] / cold["import_tf_s"]
@@ -370,6 +384,7 @@ def _label(server: str) -> str:
         "naive": "naive",
         "peer": "KServe",
         "triton": "Triton (PyTriton)",
+        "service-tflite": "service, RUNTIME=tflite",
     }.get(server, server)
 
 
@@ -600,7 +615,8 @@ def render(results: dict, command: str, previous: str | None) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         for load in loads:
-            if load["rows"] == 1 and "grad" not in load["path"]:
+            forced = load["server"] == "service-tflite"
+            if load["rows"] == 1 and "grad" not in load["path"] and not forced:
                 continue
             out.append(
                 f"| {_label(load['server']) if load['server'] != 'service' else 'service'} "

@@ -242,6 +242,8 @@ def test_service_routes_and_cpu_against_the_committed_run():
         _load("service", "/v2/models/m/infer", 700, 0.5, 1.0, conns=1),
         _load("service", "/v2/models/m/infer", 3600, 5.0, 9.0),
         _load("service", "/grad", 400, 1.2, 2.0, conns=1),
+        _load("service-tflite", "/predict", 1100, 0.4, 1.0, conns=1),
+        _load("service-tflite", "/grad", 800, 0.7, 2.0, conns=1),
     ]
     results = {"http": {"loads": loads, "model": "m"}, "baseline": baseline}
     rows = {r["target"]: r for r in report.targets(results)}
@@ -259,6 +261,8 @@ def test_service_routes_and_cpu_against_the_committed_run():
                  "vs the committed run's"]  # fmt: skip
     assert share["measured"] == "2.10 vs 4.00 x the trivial route" and share["pass"] is True
     assert rows["/grad batch 1 latency vs /predict (p50, 1 conn)"]["ratio"] == 2.4
+    forced = rows["/grad batch 1 latency vs /predict, RUNTIME=tflite (p50, 1 conn)"]
+    assert forced["ratio"] == pytest.approx(1.75) and forced["pass"] is True
     table = report._routes_table(loads, "m")
     assert "| 1 | 1,000 (0.50 / 1.0; 630) | 900 (0.50 / 1.0; 0) | 700" in table
 
