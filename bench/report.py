@@ -572,6 +572,17 @@ def render(results: dict, command: str, previous: str | None) -> str:
             f"{runtime.get('reason')}.",
             "",
         ]
+        saved, lite = runtime.get("grad_savedmodel_b1_us"), runtime.get("grad_tflite_b1_us")
+        if saved and lite:
+            out += [
+                f"`grad`, 1 row: SavedModel {saved:,.1f} us/call, TFLite (`RUNTIME=tflite`) "
+                f"{lite:,.1f} us/call ({saved / lite:.0f}x); largest difference between their "
+                f"answers {runtime.get('grad_largest_difference_b1'):.3g}. "
+                f"{runtime.get('grad_reason')}.",
+                "",
+            ]
+        elif runtime.get("grad_reason"):
+            out += [f"`grad`: {runtime['grad_reason']}.", ""]
     if loads:
         per_call = http.get("requests_per_model_call") or {}
         out += [

@@ -7,7 +7,10 @@ thread) lets `app.runtimes.choose_runner` pick the runtime of
 from the signature when there are none),
 then times one runner call (NumPy in, NumPy out, input checks included) at
 1 and 64 rows with each runtime, after checking that both give the same
-bytes on those inputs. Prints one `BENCH_JSON {...}` line.
+bytes on those inputs. Where the model has a `grad` signature, times it too at
+1 row, on the SavedModel and forced onto TFLite (its gradient ops rewritten,
+`app.lowering`), with the largest difference between their answers.
+Prints one `BENCH_JSON {...}` line.
 """
 
 import argparse
@@ -22,6 +25,7 @@ from bench.inprocess import _rate, load_spec
 from bench.modelspec import ModelSpec
 
 KEY = "serving_default"
+GRAD = "grad"
 BATCHES = (1, 64)
 
 
@@ -67,7 +71,35 @@ def main() -> None:
             results[f"{label}_b{batch}_us"] = round(1e6 / calls, 2)
     if isinstance(chosen, TFLiteRunner):
         results["tflite_kernels"] = "XNNPACK" if chosen.xnnpack else "builtin"
+    if GRAD in loaded.signatures:
+        results |= _grad(args, loaded, probes)
     print("BENCH_JSON " + json.dumps(results), flush=True)
+
+
+def _grad(args: argparse.Namespace, loaded, probes: list[dict[str, np.ndarray]]) -> dict:
+    """The `grad` signature at 1 row: SavedModel vs forced TFLite (gradient ops rewritten)."""
+    reference = SavedModelRunner(GRAD, loaded.signatures[GRAD])
+    names = reference.inputs.keys()
+    probes = [{n: p[n] for n in names} for p in probes if p.keys() >= names]
+    if not probes:
+        return {"grad_reason": "no probe inputs fit its signature"}
+    try:
+        lite, reason = choose_runner(args.model_dir, loaded, GRAD, probes, mode="tflite")
+    except RuntimeError as exc:
+        return {"grad_reason": f"TFLite cannot run it: {str(exc)[:300]}"}
+    inputs = probes[0]
+    want, got = reference(inputs), lite(inputs)
+    gap = max(
+        (float(np.max(np.abs(want[k].astype(np.float64) - got[k].astype(np.float64)), initial=0))
+         for k in want if want[k].dtype.kind in "fiu"),
+        default=0.0,
+    )  # fmt: skip
+    return {
+        "grad_reason": reason,
+        "grad_largest_difference_b1": gap,
+        "grad_savedmodel_b1_us": round(1e6 / _rate(lambda: reference(inputs), args.seconds), 2),
+        "grad_tflite_b1_us": round(1e6 / _rate(lambda: lite(inputs), args.seconds), 2),
+    }
 
 
 if __name__ == "__main__":
