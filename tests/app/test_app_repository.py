@@ -7,7 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from svc_helpers import digit_rows, grad_view, make_settings, reference_outputs, serving
+import tensorflow as tf
+from svc_helpers import (
+    digit_rows,
+    grad_view,
+    make_settings,
+    reference_outputs,
+    serving,
+    wait_for_model,
+)
 from svc_helpers import predicted as predicted_outputs
 from svc_models import install
 
@@ -376,3 +384,44 @@ def test_runtime_tflite_serves_grad_with_its_gradient_ops_lowered(models_root: P
         np.testing.assert_allclose(got, want[role], rtol=1e-5, atol=1e-5, err_msg=role)
     got_hard = np.concatenate([np.asarray(a["hard"], np.float32) for a in answers])
     np.testing.assert_array_equal(got_hard, want["hard"])  # these rows are not on a tie
+
+
+class _ErfcWithGradient(tf.Module):
+    """`serving_default` TFLite runs, and a `grad` signature it cannot (Erfc has no kernel)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def serve(self, x):
+        return {"y": 2.0 * x + 1.0}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def grad(self, x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(tf.math.erfc(tf.nn.relu(x)), axis=1)
+        return {"y": y, "dy_dx": tape.gradient(y, x)}
+
+
+def test_runtime_tflite_keeps_a_grad_it_cannot_convert_on_the_savedmodel(tmp_path, run) -> None:
+    """Forced TFLite refuses a version whose inference signature cannot run on it, but a
+    `grad` that cannot stays on the SavedModel: the version serves, the reason says why."""
+    module = _ErfcWithGradient()
+    signatures = {"serving_default": module.serve, "grad": module.grad}
+    tf.saved_model.save(module, str(tmp_path / "erfc" / "1"), signatures=signatures)
+
+    async def go():
+        settings = make_settings(tmp_path, default_model="erfc", runtime="tflite")
+        async with serving(settings) as client:
+            await wait_for_model(client, "erfc")
+            models = (await client.get("/models")).json()
+            answer = await client.post("/v1/models/erfc:predict", json={"instances": [[1.0, -2.0]]})
+            return models, answer
+
+    models, answer = run(go())
+    runtimes = models["models"][0]["runtimes"]
+    assert runtimes["serving_default"]["runtime"] == "tflite"
+    assert runtimes["grad"]["runtime"] == "savedmodel"
+    assert runtimes["grad"]["reason"].startswith(
+        "savedmodel: TFLite cannot run the gradient signature"
+    )
+    assert "Erfc" in runtimes["grad"]["reason"]
+    assert answer.status_code == 200 and answer.json() == {"predictions": [[3.0, -3.0]]}
