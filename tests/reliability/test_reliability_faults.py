@@ -223,7 +223,9 @@ def test_sigterm_under_load_completes_in_flight_refuses_new_and_exits_0_within_g
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
+            # Refused, or reset: a handshake the kernel completed for the listening socket
+            # just as the server closed it (seen in CI); neither connection is served.
             refused_after = time.monotonic() - sent_at
             break
         time.sleep(0.02)
