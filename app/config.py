@@ -40,6 +40,11 @@ class Settings(BaseSettings):
             inference signature to TensorFlow Lite and serves it only where its
             answers are bit-identical to the SavedModel's on the warm-up inputs
             at 1, 2, 7 and 64 rows; `tflite` forces it; `savedmodel` never converts.
+        grad_runtime: How the `grad` signature runs (`GRAD_RUNTIME`): `savedmodel`
+            (default: no conversion, so no load time spent on it), `auto` (converted with
+            its gradient ops rewritten and served only where bit-identical, as above)
+            or `tflite` (forced: its floats may differ from the SavedModel's in the
+            last bits; where it cannot run on TFLite it stays on the SavedModel).
         max_response_bytes: Most bytes one response may carry (`MAX_RESPONSE_BYTES`, 32 MiB):
             a request whose answer would be larger gets 413 before the answer is built.
         max_concurrent_requests: Most model requests in flight at once, per worker
@@ -72,13 +77,14 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     shutdown_grace_s: float = Field(default=10.0, ge=0.0)
     runtime: Literal["auto", "tflite", "savedmodel"] = "auto"
+    grad_runtime: Literal["auto", "tflite", "savedmodel"] = "savedmodel"
     max_response_bytes: int = Field(default=32 * MIB, ge=1024)
     max_concurrent_requests: int = Field(default=64, ge=1)
     max_queued_requests: int = Field(default=256, ge=0)
     max_connections: int = Field(default=1024, ge=1)
     model_load_timeout_s: float = Field(default=300.0, gt=0.0)
 
-    @field_validator("log_level", "runtime", mode="before")
+    @field_validator("log_level", "runtime", "grad_runtime", mode="before")
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
         """Accept `LOG_LEVEL=INFO` (or `RUNTIME=TFLite`) as well as lower case."""

@@ -381,7 +381,7 @@ class ModelRepository:
 
         served = ServedVersion(name, version, predictor, info, make_batcher)
         served.warm_up()
-        select_runtimes(served, path, settings.runtime)
+        select_runtimes(served, path, settings.runtime, settings.grad_runtime)
         return served
 
     def _freeze_heap(self) -> None:

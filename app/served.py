@@ -203,9 +203,10 @@ class _Renamed:
 def _runtime(
     served: ServedVersion, path: Path, key: str, runner: SignatureRunner, mode: str
 ) -> tuple[SignatureRunner, str]:
-    """The runner chosen for one signature (guarded when it is TFLite), and why."""
-    if key == GRAD_SIGNATURE and mode == "auto":
-        return runner, "savedmodel: gradient signature, converted only with RUNTIME=tflite"
+    """The runner chosen for one signature in `mode` (guarded when it is TFLite), and why."""
+    gradient = key == GRAD_SIGNATURE
+    if gradient and mode == "savedmodel":
+        return runner, "savedmodel: GRAD_RUNTIME=savedmodel, not converted"
     probes = warm_up_inputs(served.info, runner)
     probes += range_probes(runner, probes, TFLITE_INPUT_BOUND)
     try:
@@ -217,7 +218,7 @@ def _runtime(
             mode,  # type: ignore[arg-type]
         )
     except Exception as exc:
-        if key == GRAD_SIGNATURE:  # /predict does not need it: serve it as exported
+        if gradient:  # /predict does not need it: serve it as exported
             return runner, f"savedmodel: TFLite cannot run the gradient signature ({exc})"
         # RUNTIME=tflite and no conversion runs: refuse the version
         raise InvalidModel(f"signature '{key}' cannot run on TFLite ({exc})") from exc
@@ -227,7 +228,9 @@ def _runtime(
     return fast, reason
 
 
-def select_runtimes(served: ServedVersion, path: Path, mode: str) -> None:
+def select_runtimes(
+    served: ServedVersion, path: Path, mode: str, grad_mode: str = "savedmodel"
+) -> None:
     """Serve each signature with TensorFlow Lite where it is proven equal (or forced).
 
     `app.runtimes.choose_runner` converts the signature and keeps TFLite only
@@ -238,17 +241,19 @@ def select_runtimes(served: ServedVersion, path: Path, mode: str) -> None:
     (`serve` and `serving_default`) share one conversion. TF1 graph exports
     (whose declared shapes are not what their graphs take) stay on the SavedModel.
 
-    The `grad` signature is converted only when TFLite is forced, with its
-    gradient ops rewritten (`app.lowering`): its answers are floats, which
-    TFLite's kernels round differently from TensorFlow's in the last bit (on
-    the default model, 1 ulp already in the layers before rounding), so `auto`
-    would convert it (1-3 s per version) only to refuse it. Where it cannot
-    run on TFLite it stays on the SavedModel instead of refusing the version.
+    The `grad` signature follows `grad_mode` (`GRAD_RUNTIME`), by default
+    `savedmodel`: converting it (its gradient ops rewritten, `app.lowering`)
+    costs 1-3 s of every load, and its float answers are often not
+    bit-identical (TFLite's kernels sum in another order: on the default
+    model 1 ulp already in the layers before rounding), so `auto` would often
+    pay that only to refuse it. Where TFLite cannot run it, it stays on the
+    SavedModel instead of refusing the version.
 
     Args:
         served: The warmed-up version; its runners are replaced in place.
         path: Its directory.
         mode: `auto`, `tflite` or `savedmodel` (the `RUNTIME` setting).
+        grad_mode: The same for the `grad` signature (the `GRAD_RUNTIME` setting).
     """
     runners = served.predictor.runners
     chosen: dict[str, tuple[SignatureRunner, str]] = {}
@@ -258,7 +263,8 @@ def select_runtimes(served: ServedVersion, path: Path, mode: str) -> None:
             continue
         function_name = getattr(getattr(runner, "function", None), "name", key)
         if function_name not in chosen:
-            chosen[function_name] = _runtime(served, path, key, runner, mode)
+            key_mode = grad_mode if key == GRAD_SIGNATURE else mode
+            chosen[function_name] = _runtime(served, path, key, runner, key_mode)
         replacement, reason = chosen[function_name]
         if replacement.name != key:
             replacement = _Renamed(replacement, key)

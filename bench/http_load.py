@@ -19,7 +19,7 @@ CONNECTIONS = (1, 8, 32, 128)
 BIG_ROWS = 1024
 BIG_CONNECTIONS = 4
 GRAD_RUNS = ((1, 1), (1, 32), (64, 1))  # (rows per request, connections)
-FORCED_TFLITE = "service-tflite"  # the service with RUNTIME=tflite (for /grad at 1 row)
+FORCED_TFLITE = "service-tflite"  # the service with GRAD_RUNTIME=tflite (/grad at 1 row)
 #: The service's v1 and v2 routes run beside /predict at these connection counts.
 ROUTE_CONNECTIONS = (1, 32)
 
@@ -122,10 +122,10 @@ def measure(
         under_test.append(servers.triton(model_dir, model))
     if only:
         under_test = [s for s in under_test if s.name in only]
-    # /grad and /predict once more, 1 row, 1 connection, on a service forced onto TFLite
-    # (`RUNTIME=tflite`: the `grad` signature converted with its gradient ops rewritten).
+    # /grad and /predict once more, 1 row, 1 connection, on a service with `grad` forced
+    # onto TFLite (`GRAD_RUNTIME=tflite`: converted with its gradient ops rewritten).
     forced = (
-        [servers.service(models_root, model, runtime="tflite", name=FORCED_TFLITE)]
+        [servers.service(models_root, model, grad_runtime="tflite", name=FORCED_TFLITE)]
         if big_and_grad and any(s.name == "service" for s in under_test)
         else []
     )

@@ -251,7 +251,7 @@ def targets(results: dict) -> list[dict[str, Any]]:
         ratio = g1["p50_ms"] / p1["p50_ms"]
         out.append(
             _target(
-                "/grad batch 1 latency vs /predict, RUNTIME=tflite (p50, 1 conn)",
+                "/grad batch 1 latency vs /predict, GRAD_RUNTIME=tflite (p50, 1 conn)",
                 f"{g1['p50_ms']:.2f} vs {p1['p50_ms']:.2f} ms",
                 ratio,
                 "<= 2.0",
@@ -384,7 +384,7 @@ def _label(server: str) -> str:
         "naive": "naive",
         "peer": "KServe",
         "triton": "Triton (PyTriton)",
-        "service-tflite": "service, RUNTIME=tflite",
+        "service-tflite": "service, GRAD_RUNTIME=tflite",
     }.get(server, server)
 
 
@@ -575,7 +575,7 @@ def render(results: dict, command: str, previous: str | None) -> str:
         saved, lite = runtime.get("grad_savedmodel_b1_us"), runtime.get("grad_tflite_b1_us")
         if saved and lite:
             out += [
-                f"`grad`, 1 row: SavedModel {saved:,.1f} us/call, TFLite (`RUNTIME=tflite`) "
+                f"`grad`, 1 row: SavedModel {saved:,.1f} us/call, TFLite (`GRAD_RUNTIME=tflite`) "
                 f"{lite:,.1f} us/call ({saved / lite:.0f}x); largest difference between their "
                 f"answers {runtime.get('grad_largest_difference_b1'):.3g}. "
                 f"{runtime.get('grad_reason')}.",

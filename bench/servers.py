@@ -34,10 +34,10 @@ def service(
     workers: int = 1,
     cpus: str | None = SERVER_CPU,
     name: str = "service",
-    runtime: str | None = None,
+    grad_runtime: str | None = None,
 ) -> Server:
-    """`python -m app` exactly as users run it, one worker and the default runtime
-    (`RUNTIME=auto`) unless told otherwise."""
+    """`python -m app` exactly as users run it, one worker and the default runtimes
+    (`RUNTIME=auto`, `GRAD_RUNTIME=savedmodel`) unless told otherwise."""
     port = free_port()
     env = base_env(
         MODELS_ROOT=str(models_root),
@@ -49,8 +49,9 @@ def service(
     for key in ("API_KEY", "BATCH_MAX_SIZE", "BATCH_MAX_WAIT_MS", "ENABLE_GRAD", "LOG_LEVEL"):
         env.pop(key, None)
     env.pop("RUNTIME", None)
-    if runtime is not None:
-        env["RUNTIME"] = runtime
+    env.pop("GRAD_RUNTIME", None)
+    if grad_runtime is not None:
+        env["GRAD_RUNTIME"] = grad_runtime
     return Server(name, [PYTHON, "-m", "app"], port, "/readyz", env, cpus)
 
 

@@ -256,7 +256,7 @@ def test_dot_named_directories_are_ignored(
                 "runtimes": {
                     "grad": {
                         "runtime": "savedmodel",
-                        "reason": "savedmodel: forced by the setting",
+                        "reason": "savedmodel: GRAD_RUNTIME=savedmodel, not converted",
                     },
                     "serving_default": {
                         "runtime": "savedmodel",
@@ -359,26 +359,33 @@ def test_runtime_auto_answers_far_out_inputs_with_the_savedmodel(models_root: Pa
     np.testing.assert_array_equal(predicted_outputs(answer.json()), expected)
 
 
-def test_runtime_tflite_serves_grad_with_its_gradient_ops_lowered(models_root: Path, run) -> None:
-    """Forced TFLite converts the `grad` signature too (with its gradient ops rewritten where
-    TFLite lacks them); its floats may differ from the SavedModel's in the last bits."""
+def test_grad_runtime_auto_refuses_and_tflite_forces_the_converted_grad(
+    models_root: Path, run
+) -> None:
+    """GRAD_RUNTIME=auto converts `grad` and keeps it only when bit-identical (this model's
+    floats differ in the last bits: refused, and the reason says by how much);
+    GRAD_RUNTIME=tflite serves the conversion, equal up to float rounding."""
     rows = digit_rows(9, seed=14)
     want = reference_outputs(models_root / "digit-bits" / "1", rows)
 
-    async def go():
-        async with serving(make_settings(models_root, runtime="tflite")) as client:
+    async def go(grad_runtime: str):
+        settings = make_settings(models_root, runtime="auto", grad_runtime=grad_runtime)
+        async with serving(settings) as client:
             models = (await client.get("/models")).json()
             answers = [
                 grad_view((await client.post("/grad", json={"inputs": part.tolist()})).json())
                 for part in (rows[:1], rows[1:])
             ]
-            return models, answers
+            return models["models"][0]["runtimes"], answers
 
-    models, answers = run(go())
-    runtimes = models["models"][0]["runtimes"]
-    assert runtimes["grad"]["runtime"] == "tflite", runtimes["grad"]
-    assert "forced by the setting" in runtimes["grad"]["reason"]
-    assert runtimes["serving_default"]["runtime"] == "tflite"
+    auto, _ = run(go("auto"))
+    assert auto["grad"]["runtime"] == "savedmodel", auto["grad"]
+    assert "values differ, largest difference" in auto["grad"]["reason"]
+    assert auto["serving_default"]["runtime"] == "tflite"
+    forced, answers = run(go("tflite"))
+    assert forced["grad"]["runtime"] == "tflite", forced["grad"]
+    assert "forced by the setting" in forced["grad"]["reason"]
+    assert forced["serving_default"] == auto["serving_default"]
     for role in ("relaxed", "input_grad", "pre_round", "surrogate", "local_grad"):
         got = np.concatenate([np.asarray(a[role], np.float32) for a in answers])
         np.testing.assert_allclose(got, want[role], rtol=1e-5, atol=1e-5, err_msg=role)
@@ -401,15 +408,20 @@ class _ErfcWithGradient(tf.Module):
         return {"y": y, "dy_dx": tape.gradient(y, x)}
 
 
-def test_runtime_tflite_keeps_a_grad_it_cannot_convert_on_the_savedmodel(tmp_path, run) -> None:
-    """Forced TFLite refuses a version whose inference signature cannot run on it, but a
-    `grad` that cannot stays on the SavedModel: the version serves, the reason says why."""
+def test_grad_runtime_tflite_keeps_a_grad_it_cannot_convert_on_the_savedmodel(
+    tmp_path, run
+) -> None:
+    """RUNTIME=tflite refuses a version whose inference signature cannot run on TFLite, but
+    with GRAD_RUNTIME=tflite a `grad` that cannot stays on the SavedModel: the version
+    serves, the reason says why."""
     module = _ErfcWithGradient()
     signatures = {"serving_default": module.serve, "grad": module.grad}
     tf.saved_model.save(module, str(tmp_path / "erfc" / "1"), signatures=signatures)
 
     async def go():
-        settings = make_settings(tmp_path, default_model="erfc", runtime="tflite")
+        settings = make_settings(
+            tmp_path, default_model="erfc", runtime="tflite", grad_runtime="tflite"
+        )
         async with serving(settings) as client:
             await wait_for_model(client, "erfc")
             models = (await client.get("/models")).json()

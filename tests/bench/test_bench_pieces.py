@@ -261,7 +261,7 @@ def test_service_routes_and_cpu_against_the_committed_run():
                  "vs the committed run's"]  # fmt: skip
     assert share["measured"] == "2.10 vs 4.00 x the trivial route" and share["pass"] is True
     assert rows["/grad batch 1 latency vs /predict (p50, 1 conn)"]["ratio"] == 2.4
-    forced = rows["/grad batch 1 latency vs /predict, RUNTIME=tflite (p50, 1 conn)"]
+    forced = rows["/grad batch 1 latency vs /predict, GRAD_RUNTIME=tflite (p50, 1 conn)"]
     assert forced["ratio"] == pytest.approx(1.75) and forced["pass"] is True
     table = report._routes_table(loads, "m")
     assert "| 1 | 1,000 (0.50 / 1.0; 630) | 900 (0.50 / 1.0; 0) | 700" in table
