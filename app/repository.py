@@ -381,7 +381,9 @@ class ModelRepository:
 
         served = ServedVersion(name, version, predictor, info, make_batcher)
         served.warm_up()
-        select_runtimes(served, path, settings.runtime, settings.grad_runtime)
+        # With /grad disabled nothing calls `grad`: no load time spent converting it.
+        grad_runtime = settings.grad_runtime if settings.enable_grad else "disabled"
+        select_runtimes(served, path, settings.runtime, grad_runtime)
         return served
 
     def _freeze_heap(self) -> None:

@@ -207,6 +207,8 @@ def _runtime(
     gradient = key == GRAD_SIGNATURE
     if gradient and mode == "savedmodel":
         return runner, "savedmodel: GRAD_RUNTIME=savedmodel, not converted"
+    if gradient and mode == "disabled":
+        return runner, "savedmodel: /grad is disabled (ENABLE_GRAD=false), not converted"
     probes = warm_up_inputs(served.info, runner)
     probes += range_probes(runner, probes, TFLITE_INPUT_BOUND)
     try:
@@ -253,7 +255,8 @@ def select_runtimes(
         served: The warmed-up version; its runners are replaced in place.
         path: Its directory.
         mode: `auto`, `tflite` or `savedmodel` (the `RUNTIME` setting).
-        grad_mode: The same for the `grad` signature (the `GRAD_RUNTIME` setting).
+        grad_mode: The same for the `grad` signature (the `GRAD_RUNTIME` setting), or
+            `disabled` (`ENABLE_GRAD=false`: not converted).
     """
     runners = served.predictor.runners
     chosen: dict[str, tuple[SignatureRunner, str]] = {}

@@ -368,10 +368,14 @@ def test_grad_runtime_auto_refuses_and_tflite_forces_the_converted_grad(
     rows = digit_rows(9, seed=14)
     want = reference_outputs(models_root / "digit-bits" / "1", rows)
 
-    async def go(grad_runtime: str):
-        settings = make_settings(models_root, runtime="auto", grad_runtime=grad_runtime)
+    async def go(grad_runtime: str, enable_grad: bool = True):
+        settings = make_settings(
+            models_root, runtime="auto", grad_runtime=grad_runtime, enable_grad=enable_grad
+        )
         async with serving(settings) as client:
             models = (await client.get("/models")).json()
+            if not enable_grad:
+                return models["models"][0]["runtimes"], []
             answers = [
                 grad_view((await client.post("/grad", json={"inputs": part.tolist()})).json())
                 for part in (rows[:1], rows[1:])
@@ -383,6 +387,11 @@ def test_grad_runtime_auto_refuses_and_tflite_forces_the_converted_grad(
     assert "values differ, largest difference" in auto["grad"]["reason"]
     assert auto["serving_default"]["runtime"] == "tflite"
     forced, answers = run(go("tflite"))
+    disabled, _ = run(go("tflite", enable_grad=False))
+    assert disabled["grad"] == {
+        "runtime": "savedmodel",
+        "reason": "savedmodel: /grad is disabled (ENABLE_GRAD=false), not converted",
+    }
     assert forced["grad"]["runtime"] == "tflite", forced["grad"]
     assert "forced by the setting" in forced["grad"]["reason"]
     assert forced["serving_default"] == auto["serving_default"]
