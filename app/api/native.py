@@ -21,6 +21,7 @@ from app.api.common import (
     request_body,
 )
 from app.codecs import native as codec
+from app.dataplane import DataPlane
 from app.repository import ModelRepository
 
 router = APIRouter(tags=["native"])
@@ -203,7 +204,11 @@ async def list_models(repository: RepositoryDep, plane: DataPlaneDep) -> dict[st
     }
 
 
-def _metadata(repository: ModelRepository, name: str, version: int | None) -> Response:
+def _metadata(
+    repository: ModelRepository, plane: DataPlane, name: str, version: int | None
+) -> Response:
+    """The version's metadata document, with the specs of the signatures a request may
+    name (no `grad` under `ENABLE_GRAD=false`, as in `GET /models`)."""
     document = repository.metadata(name, version)
     serving = repository.entry(name).serving
     extra: dict[str, Any] = {"serving_version": serving.version if serving else None}
@@ -213,7 +218,7 @@ def _metadata(repository: ModelRepository, name: str, version: int | None) -> Re
                 "inputs": [spec.describe() for spec in runner.inputs.values()],
                 "outputs": [spec.describe() for spec in runner.outputs.values()],
             }
-            for key, runner in serving.runners.items()
+            for key, runner in plane.signatures(serving).items()
         }
     return NumpyJSONResponse({**document, **extra})
 
@@ -224,9 +229,9 @@ def _metadata(repository: ModelRepository, name: str, version: int | None) -> Re
     response_model=None,
     responses={200: {"model": ModelMetadata}, **error_responses(401, 404, 503)},
 )
-async def model_metadata(name: str, repository: RepositoryDep) -> Response:
-    """The serving version's metadata, `serving_version` and every signature's specs."""
-    return _metadata(repository, name, None)
+async def model_metadata(name: str, repository: RepositoryDep, plane: DataPlaneDep) -> Response:
+    """The serving version's metadata, `serving_version` and its signatures' specs."""
+    return _metadata(repository, plane, name, None)
 
 
 @router.get(
@@ -235,6 +240,8 @@ async def model_metadata(name: str, repository: RepositoryDep) -> Response:
     response_model=None,
     responses={200: {"model": ModelMetadata}, **error_responses(401, 404, 503)},
 )
-async def model_version_metadata(name: str, version: str, repository: RepositoryDep) -> Response:
+async def model_version_metadata(
+    name: str, version: str, repository: RepositoryDep, plane: DataPlaneDep
+) -> Response:
     """One version's metadata plus the model's `serving_version`."""
-    return _metadata(repository, name, parse_path_version(version))
+    return _metadata(repository, plane, name, parse_path_version(version))

@@ -172,11 +172,13 @@ def test_grad_disabled_answers_404_with_a_message(models_root: Path, run) -> Non
             grad = await client.post("/grad", json={"inputs": digit_rows(1, 0).tolist()})
             predict = await client.post("/predict", json={"inputs": digit_rows(1, 0).tolist()})
             disabled = (await client.get("/models")).json()
+            disabled_meta = (await client.get("/models/digit-bits")).json()
         async with serving(make_settings(models_root)) as client:
             enabled = (await client.get("/models")).json()
-        return grad, predict, disabled, enabled
+            enabled_meta = (await client.get("/models/digit-bits")).json()
+        return grad, predict, disabled, enabled, disabled_meta, enabled_meta
 
-    grad, predict, disabled, enabled = run(go())
+    grad, predict, disabled, enabled, disabled_meta, enabled_meta = run(go())
     assert grad.status_code == 404
     assert "ENABLE_GRAD" in grad.json()["error"]
     assert predict.status_code == 200
@@ -186,6 +188,9 @@ def test_grad_disabled_answers_404_with_a_message(models_root: Path, run) -> Non
     assert on["gradients"] is True and "grad" in on["signatures"]
     assert off["gradients"] is False and "grad" not in off["signatures"]
     assert set(on["signatures"]) - set(off["signatures"]) == {"grad"}
+    # So does the model's metadata: the specs of the signatures a request may name.
+    assert set(enabled_meta["signatures"]) == set(on["signatures"])
+    assert set(disabled_meta["signatures"]) == set(off["signatures"])
 
 
 def test_batching_with_a_wait_window_still_answers_every_caller(models_root: Path, run) -> None:
