@@ -143,3 +143,19 @@ def tf1_graph_export(path: Path, *, declared_shape: list[int | None] | None, mat
                 session, ["serve"], signature_def_map={"serving_default": signature}
             )
             builder.save()
+
+
+class ErfcWithGradient(tf.Module):
+    """`serve` (`y = 2x + 1`, TFLite runs it) and a `grad` signature TFLite cannot run even
+    with its gradient ops rewritten: Erfc has no TFLite kernel and no rewrite."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def serve(self, x):
+        return {"y": 2.0 * x + 1.0}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def grad(self, x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(tf.math.erfc(tf.nn.relu(x)), axis=1)
+        return {"y": y, "dy_dx": tape.gradient(y, x)}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from svc_helpers import (
+    ErfcWithGradient,
     digit_rows,
     grad_view,
     make_settings,
@@ -402,28 +403,13 @@ def test_grad_runtime_auto_refuses_and_tflite_forces_the_converted_grad(
     np.testing.assert_array_equal(got_hard, want["hard"])  # these rows are not on a tie
 
 
-class _ErfcWithGradient(tf.Module):
-    """`serving_default` TFLite runs, and a `grad` signature it cannot (Erfc has no kernel)."""
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-    def serve(self, x):
-        return {"y": 2.0 * x + 1.0}
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-    def grad(self, x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = tf.reduce_sum(tf.math.erfc(tf.nn.relu(x)), axis=1)
-        return {"y": y, "dy_dx": tape.gradient(y, x)}
-
-
 def test_grad_runtime_tflite_keeps_a_grad_it_cannot_convert_on_the_savedmodel(
     tmp_path, run
 ) -> None:
     """RUNTIME=tflite refuses a version whose inference signature cannot run on TFLite, but
     with GRAD_RUNTIME=tflite a `grad` that cannot stays on the SavedModel: the version
     serves, the reason says why."""
-    module = _ErfcWithGradient()
+    module = ErfcWithGradient()
     signatures = {"serving_default": module.serve, "grad": module.grad}
     tf.saved_model.save(module, str(tmp_path / "erfc" / "1"), signatures=signatures)
 

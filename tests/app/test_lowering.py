@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 import tensorflow as tf
+from svc_helpers import ErfcWithGradient
 
 from app import lowering, runtimes
 from app.predictor import SavedModelRunner
@@ -134,19 +135,8 @@ def test_gradient_signature_converts_with_its_ops_lowered(relu_net):
         assert "gradient ops lowered, XNNPACK: probe 0" in why and "differ" in why
 
 
-class ErfcNet(tf.Module):
-    """A gradient signature with an op no rewrite covers (Erfc) beside ReluGrad."""
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-    def grad(self, x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = tf.reduce_sum(tf.math.erfc(tf.nn.relu(x)), axis=1)
-        return {"y": y, "dy_dx": tape.gradient(y, x)}
-
-
 def test_ops_without_a_rewrite_are_not_lowered_and_the_reason_names_them(tmp_path, monkeypatch):
-    net = ErfcNet()
+    net = ErfcWithGradient()
     tf.saved_model.save(net, str(tmp_path / "erfc"), signatures={"grad": net.grad})
     loaded = tf.saved_model.load(str(tmp_path / "erfc"))
 
