@@ -167,25 +167,29 @@ class DataPlane:
             PayloadTooLarge: More rows than `MAX_BATCH_ROWS`.
         """
         expected = runner.inputs
-        missing = [name for name in expected if name not in inputs]
-        if missing:
+        if inputs.keys() != expected.keys():
+            missing = [name for name in expected if name not in inputs]
+            if missing:
+                raise InvalidInput(
+                    f"Missing input '{missing[0]}': the signature takes {_describe_inputs(runner)}."
+                )
+            unknown = next(name for name in inputs if name not in expected)
             raise InvalidInput(
-                f"Missing input '{missing[0]}': the signature takes {_describe_inputs(runner)}."
-            )
-        unknown = [name for name in inputs if name not in expected]
-        if unknown:
-            raise InvalidInput(
-                f"Unknown input '{str(unknown[0])[:64]}': the signature takes "
+                f"Unknown input '{str(unknown)[:64]}': the signature takes "
                 f"{_describe_inputs(runner)}."
             )
+        # Rows are counted before any conversion, so an oversized batch costs no work.
+        limit = self.settings.max_batch_rows
         for name, value in inputs.items():
-            spec = expected[name]
-            nested_rows = (
-                isinstance(value, list)
-                and value
-                and (spec.shape is None or len(spec.shape) < 2 or isinstance(value[0], list))
-            )
-            if spec.batched and (nested_rows or isinstance(value, np.ndarray)):
+            if isinstance(value, list):
+                if len(value) <= limit:
+                    continue
+                shape = expected[name].shape
+                if shape is not None and len(shape) >= 2 and not isinstance(value[0], list):
+                    continue  # not a list of rows: the shape check refuses it
+            elif not isinstance(value, np.ndarray) or value.ndim == 0 or len(value) <= limit:
+                continue
+            if expected[name].batched:
                 self.check_rows(len(value))
         arrays: Tensors = {}
         for name, spec in expected.items():
@@ -208,18 +212,20 @@ class DataPlane:
                     strict_shape=runner.strict_shapes,
                     strict_types=strict_types,
                 )
-        batch_sizes = {
-            name: array.shape[0]
+        counts = [
+            (name, array.shape[0])
             for name, array in arrays.items()
-            if expected[name].batched and array.ndim >= 1
-        }
-        if len(set(batch_sizes.values())) > 1:
-            shown = ", ".join(f"'{n}' {rows}" for n, rows in batch_sizes.items())
-            raise InvalidInput(
-                f"Inputs have different numbers of rows ({shown}): give each the same."
-            )
-        if batch_sizes and next(iter(batch_sizes.values())) == 0:
-            raise InvalidInput("Empty batch: the inputs have no rows; send at least one row.")
+            if array.ndim >= 1 and expected[name].batched
+        ]
+        if counts:
+            rows = counts[0][1]
+            if any(count != rows for _, count in counts):
+                shown = ", ".join(f"'{n}' {count}" for n, count in counts)
+                raise InvalidInput(
+                    f"Inputs have different numbers of rows ({shown}): give each the same."
+                )
+            if rows == 0:
+                raise InvalidInput("Empty batch: the inputs have no rows; send at least one row.")
         return arrays
 
     # -- inference -------------------------------------------------------------

@@ -246,9 +246,44 @@ def _explain_values(value: Any, dtype: np.dtype, what: str, batched: bool) -> No
         check((), value)
 
 
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every value of a float array is finite.
+
+    One dot product in the usual case: a NaN or an infinity makes `sum(x_i^2)`
+    non-finite, so a finite sum proves every value finite; a sum that overflowed
+    is checked again value by value. (The dot product raises no floating-point
+    warnings, where `np.sum` warns on `inf - inf` and on overflow.)
+    """
+    return math.isfinite(np.vdot(array, array)) or bool(np.isfinite(array).all())
+
+
+def _fits_float(array: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether a cast of `array` to the float `dtype` surely gives finite values (a quick test).
+
+    One dot product for a float array: `sum(x_i^2) < max^2` implies `|x_i| < max`
+    for every value, where `max` is `dtype`'s largest finite value; a NaN or an
+    infinity makes the sum NaN or infinite. The sum of non-negative terms is at
+    least each term in floating point too, so the test never says yes wrongly; it
+    says no for values near the limit (or squares past float64's range), and then
+    the caller checks value by value. An integer array always fits a float32 or
+    float64 (2**64 < float32's max).
+    """
+    if array.dtype.kind in "iu":
+        return dtype.itemsize >= 4
+    limit = _SQUARED_MAX.get(dtype.itemsize, 0.0)  # another float type: check value by value
+    return array.dtype.kind == "f" and float(np.vdot(array, array)) < limit
+
+
+#: The square of the largest finite value of float16, float32 and float64 (by itemsize);
+#: float64's own square overflows, so its test is that the sum is finite.
+_SQUARED_MAX = {2: 65504.0**2, 4: float(np.finfo(np.float32).max) ** 2, 8: math.inf}
+
+
 def _cast(array: np.ndarray, dtype: np.dtype, what: str, batched: bool) -> np.ndarray:
     """Cast a numeric array to `dtype`, refusing values that do not survive the cast."""
     if dtype.kind == "f":
+        if _fits_float(array, dtype):
+            return array.astype(dtype)
         with np.errstate(over="ignore", invalid="ignore"):
             values = array.astype(dtype)
         finite = np.isfinite(values)
@@ -289,11 +324,12 @@ def check_shape(array: np.ndarray, spec: TensorSpec, what: str) -> None:
     if declared is None:
         return
     shape = array.shape
-    fits = len(shape) == len(declared) and all(
-        d in (-1, s) for d, s in zip(declared, shape, strict=False)
-    )
-    if fits:
-        return
+    if len(shape) == len(declared):
+        for wanted, size in zip(declared, shape, strict=True):
+            if wanted != -1 and wanted != size:
+                break
+        else:
+            return
     if spec.batched and len(shape) >= 1:
         raise InvalidInput(
             f"{what} rows have shape {show_shape(shape[1:])}, expected {show_shape(declared[1:])}."

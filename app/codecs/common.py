@@ -13,7 +13,7 @@ from app.encoding import OFFLOAD_VALUES, array_footprint, encode_in_pieces
 from app.errors import InvalidInput
 from app.limits import check_response_budget
 from app.predictor import SignatureRunner
-from app.tensors import kind
+from app.tensors import all_finite, kind
 
 JSON = "application/json"
 
@@ -65,7 +65,7 @@ def json_value(array: np.ndarray, *, integral: bool = False) -> Any:
     """
     if array.dtype == np.object_:
         return _strings(array)
-    if integral and array.dtype.kind == "f" and np.isfinite(array).all():
+    if integral and array.dtype.kind == "f" and all_finite(array):
         return np.ascontiguousarray(array, dtype=np.int64)
     if array.dtype.kind == "f" and array.dtype.itemsize == 2:
         array = array.astype(np.float32)
