@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from app.interpret import Decoding, parse_decoding
 from app.predictor import GRAD_SIGNATURE, InvalidModel, SignatureRunner, TensorSpec
 
 METADATA_FILE = Path("assets.extra") / "diffround.json"
@@ -81,6 +82,7 @@ class ModelInfo:
     grids: dict[str, Grid] = field(default_factory=dict)
     grad: GradMap | None = None
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    decoding: Decoding | None = None
 
     @property
     def exported_by_diffround(self) -> bool:
@@ -197,10 +199,11 @@ def read_model_info(path: Path, runners: dict[str, SignatureRunner]) -> ModelInf
     if not isinstance(document, dict):
         raise InvalidModel("its metadata is not a JSON object")
     document = without_paths(document)
+    decoding = parse_decoding(document.get("decoding"))
     if document.get("format") != FORMAT_V2:
         # Older or foreign metadata: shown as it is, the version is served from its signatures.
-        return ModelInfo(document=document)
-    info = ModelInfo(document=document)
+        return ModelInfo(document=document, decoding=decoding)
+    info = ModelInfo(document=document, decoding=decoding)
     predict = runners.get("serving_default") or next(iter(runners.values()))
     for entry in document.get("outputs") or []:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):

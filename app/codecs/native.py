@@ -28,7 +28,7 @@ from app.codecs.common import (
 )
 from app.dataplane import DataPlane
 from app.errors import InvalidInput
-from app.interpret import decode_outputs, grad_summary
+from app.interpret import grad_summary
 from app.predictor import GRAD_SIGNATURE, SignatureRunner
 from app.served import ServedVersion
 from app.validation import decode_json_async
@@ -77,13 +77,30 @@ async def predict(plane: DataPlane, body: bytes) -> Encoded:
     served, runner, inputs = await _parse(plane, body)
     arrays = plane.prepare(runner, inputs, strict_types=may_hold_booleans(body))
     outputs = await plane.run(served, runner.name, arrays)
+    hard = hard_outputs(served, outputs)
     document = {
         "model": served.name,
         "version": served.version,
-        "outputs": hard_outputs(served, outputs),
-        "decoded": decode_outputs(outputs, served.metadata.get("decoding")),
+        "outputs": hard,
+        "decoded": decoded_classes(served, outputs, hard),
     }
     return Encoded(await encode_json(plane, document))
+
+
+def decoded_classes(
+    served: ServedVersion, outputs: dict[str, np.ndarray], hard: dict[str, Any]
+) -> list[int | None] | None:
+    """The class ids the metadata's `decoding` reads from the code output, or None.
+
+    The code is read from the integers the answer shows when `hard_outputs` made
+    them (an output on an integer grid), else from the model's output, rounded.
+    """
+    decoding = served.info.decoding
+    if decoding is None or not outputs:
+        return None
+    name = decoding.code_output(outputs)
+    code = hard.get(name)
+    return decoding.decode_code(code if isinstance(code, np.ndarray) else outputs.get(name))
 
 
 async def grad(plane: DataPlane, body: bytes) -> Encoded:
