@@ -37,10 +37,13 @@ def array_footprint(content: Any) -> tuple[int, int]:
     stack = [content]
     while stack:
         item = stack.pop()
-        if isinstance(item, np.ndarray):
+        kind = type(item)
+        if kind in _SCALARS:  # the usual leaves first: exact types cost less than isinstance
+            continue
+        if kind is np.ndarray or isinstance(item, np.ndarray):
             values += item.size
             bound += array_json_bound(item.shape, item.dtype)
-        elif isinstance(item, dict):
+        elif kind is dict or isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list | tuple) and item:
             if isinstance(item[0], float | int):  # a list of numbers: as wide as doubles
@@ -49,6 +52,10 @@ def array_footprint(content: Any) -> tuple[int, int]:
             else:
                 stack.extend(item)
     return values, bound
+
+
+#: Leaves that hold no array: skipped without further checks.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def encode_in_pieces(content: Any) -> bytes:
