@@ -258,6 +258,29 @@ def json_structure(body: bytes, max_containers: int | None = None) -> JsonStruct
 _CONTAINER_TYPES = frozenset((dict, list))
 
 
+def _outer_keys(document: Any) -> int:
+    """The keys of a top-level object and of the objects its values hold directly.
+
+    A value that is a list counts the objects among its items only when it has at
+    most `_OUTER_ITEMS` of them (a batch of rows is not scanned); the result is a
+    lower bound of `count_keys`.
+    """
+    if type(document) is not dict:
+        return 0
+    total = len(document)
+    for value in document.values():
+        kind = type(value)
+        if kind is dict:
+            total += len(value)
+        elif kind is list and len(value) <= _OUTER_ITEMS:
+            total += sum(len(item) for item in value if type(item) is dict)
+    return total
+
+
+#: Lists of up to this many items have their objects counted by `_outer_keys`.
+_OUTER_ITEMS = 16
+
+
 def count_keys(document: Any) -> int:
     """How many keys the objects of a decoded document hold, all levels (no recursion).
 
@@ -312,12 +335,12 @@ def _check_structure(
         text_keys = len(found) - found.count(b"")
     if text_keys == 0:
         return
-    # The usual request ({"inputs": [[...], ...]}): the text holds exactly one key per key
-    # of the top-level object, so no object anywhere repeats a key, and walking every
-    # value of a large batch is unnecessary.
-    if isinstance(document, dict) and text_keys == len(document):
-        return
-    if text_keys == count_keys(document):
+    # The decoded objects never hold more keys than the text names, and fewer exactly when
+    # a key repeats; so once the keys of the outer objects alone add up to the text's count,
+    # no object anywhere repeats a key, and walking every value of a large batch is
+    # unnecessary. The usual requests: {"inputs": [[...], ...]} (the top-level object)
+    # and v2's {"inputs": [{"name", "shape", "datatype", "data"}]} (one level more).
+    if text_keys == _outer_keys(document) or text_keys == count_keys(document):
         return
     key = _first_duplicate_key(body)
     raise InvalidInput(f"Duplicate key '{key[:64]}' in a JSON object: give each key once.")

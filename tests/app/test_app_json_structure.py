@@ -120,6 +120,31 @@ def test_duplicate_key_is_named_after_escaped_quotes(many: int) -> None:
         decode_json(body)
 
 
+V2_TENSOR = '{"name":"x","shape":[1,2],"datatype":"FP32","data":[1.5,2]%s}'
+
+
+@pytest.mark.parametrize(
+    ("body", "repeated"),
+    [
+        ('{"inputs":[%s]}' % (V2_TENSOR % ""), None),
+        ('{"inputs":[%s]}' % (V2_TENSOR % ',"name":"y"'), "name"),  # in an object of a list
+        ('{"inputs":[%s],"id":"1","id":"2"}' % (V2_TENSOR % ""), "id"),  # at the top
+        ('{"inputs":[%s]}' % (V2_TENSOR % ',"parameters":{"a":1,"a":2}'), "a"),  # deeper
+        ('{"p":{"a":1,"b":{"c":1}},"q":{"a":2}}', None),
+        ('{"p":{"a":1,"b":{"c":1,"c":2}}}', "c"),
+        # Objects in a list of more than 16 items are counted by the full walk.
+        ("[" + ",".join(f'{{"k":{i}}}' for i in range(20)) + "]", None),
+        ('{"rows":[' + ",".join(['{"k":1}'] * 19 + ['{"k":1,"k":2}']) + "]}", "k"),
+    ],
+)
+def test_repeated_keys_are_found_at_every_level(body: str, repeated: str | None) -> None:
+    if repeated is None:
+        assert decode_json(body.encode()) == json.loads(body)
+    else:
+        with pytest.raises(InvalidInput, match=f"Duplicate key '{repeated}'"):
+            decode_json(body.encode())
+
+
 @pytest.mark.parametrize("depth", [1, 2, 63, 64, 65, 100, 999, 1000, 1023, 1024, 1025, 2000])
 @pytest.mark.parametrize("opener", ["[", '{"a":'])
 def test_any_depth_is_accepted_or_refused_by_name(depth: int, opener: str) -> None:
