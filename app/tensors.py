@@ -55,9 +55,8 @@ TF_DATATYPES: dict[str, str] = {
 
 
 @functools.lru_cache(maxsize=64)
-@functools.lru_cache(maxsize=256)
 def v2_datatype(dtype: np.dtype) -> str:
-    """The v2 datatype name of a NumPy dtype (`FP32`, `INT64`, `BYTES`, ...), cached by dtype."""
+    """The v2 datatype name of a NumPy dtype (`FP32`, `INT64`, `BYTES`, ...)."""
     return V2_DATATYPES.get(dtype.name, dtype.name.upper())
 
 
