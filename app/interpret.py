@@ -27,25 +27,26 @@ class Decoding:
     output: str | None = None
     classes: int | None = None
 
-    def decode(self, outputs: dict[str, np.ndarray]) -> list[int | None] | None:
+    def decode(
+        self, outputs: dict[str, np.ndarray], answered: dict[str, Any] | None = None
+    ) -> list[int | None] | None:
         """One class id per row of the code output (None for a code that names no class).
 
         Args:
             outputs: The hard outputs by name.
+            answered: The same outputs as the answer writes them (`hard_outputs`): where
+                the code is an array there (integers, for an output on an integer grid),
+                it is read from it, else from `outputs`, rounded.
 
         Returns:
             The ids, or None when the output is missing or is not `[rows, digits]` of numbers.
         """
         if not outputs:
             return None
-        return self.decode_code(outputs.get(self.code_output(outputs)))
-
-    def code_output(self, outputs: dict[str, Any]) -> str:
-        """The name of the output holding the code."""
-        return self.output if self.output is not None else next(iter(outputs))
-
-    def decode_code(self, code: np.ndarray | None) -> list[int | None] | None:
-        """`decode` of the code itself: the model's floats or the same values as integers."""
+        name = self.output if self.output is not None else next(iter(outputs))
+        code = answered.get(name) if answered is not None else None
+        if not isinstance(code, np.ndarray):
+            code = outputs.get(name)
         if code is None or code.ndim != 2 or code.dtype.kind not in "biuf":
             return None
         rows = code.tolist() if code.dtype.kind in "iu" else np.rint(code).tolist()

@@ -199,11 +199,10 @@ def read_model_info(path: Path, runners: dict[str, SignatureRunner]) -> ModelInf
     if not isinstance(document, dict):
         raise InvalidModel("its metadata is not a JSON object")
     document = without_paths(document)
-    decoding = parse_decoding(document.get("decoding"))
+    info = ModelInfo(document=document, decoding=parse_decoding(document.get("decoding")))
     if document.get("format") != FORMAT_V2:
         # Older or foreign metadata: shown as it is, the version is served from its signatures.
-        return ModelInfo(document=document, decoding=decoding)
-    info = ModelInfo(document=document, decoding=decoding)
+        return info
     predict = runners.get("serving_default") or next(iter(runners.values()))
     for entry in document.get("outputs") or []:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):

@@ -78,29 +78,14 @@ async def predict(plane: DataPlane, body: bytes) -> Encoded:
     arrays = plane.prepare(runner, inputs, strict_types=may_hold_booleans(body))
     outputs = await plane.run(served, runner.name, arrays)
     hard = hard_outputs(served, outputs)
+    decoding = served.info.decoding
     document = {
         "model": served.name,
         "version": served.version,
         "outputs": hard,
-        "decoded": decoded_classes(served, outputs, hard),
+        "decoded": None if decoding is None else decoding.decode(outputs, hard),
     }
     return Encoded(await encode_json(plane, document))
-
-
-def decoded_classes(
-    served: ServedVersion, outputs: dict[str, np.ndarray], hard: dict[str, Any]
-) -> list[int | None] | None:
-    """The class ids the metadata's `decoding` reads from the code output, or None.
-
-    The code is read from the integers the answer shows when `hard_outputs` made
-    them (an output on an integer grid), else from the model's output, rounded.
-    """
-    decoding = served.info.decoding
-    if decoding is None or not outputs:
-        return None
-    name = decoding.code_output(outputs)
-    code = hard.get(name)
-    return decoding.decode_code(code if isinstance(code, np.ndarray) else outputs.get(name))
 
 
 async def grad(plane: DataPlane, body: bytes) -> Encoded:

@@ -90,3 +90,13 @@ def test_non_integer_classes_bound_nothing() -> None:
     decoding = parse_decoding({"kind": "binary_msb_first", "classes": 2.5})
     assert decoding is not None and decoding.classes is None
     assert decoding.decode({"c": np.array([[1.0, 1.0]])}) == [3]
+
+
+def test_the_code_is_read_from_the_answered_integers_where_there_are_some() -> None:
+    decoding = parse_decoding({"kind": "binary_msb_first", "output": "b"})
+    outputs = {"b": np.array([[1.0, 0.0, 1.0]]), "s": np.array([[b"x"]], dtype=object)}
+    # The answer writes `b` as integers: those are read (here deliberately other digits).
+    assert decoding.decode(outputs, {"b": np.array([[1, 1, 1]]), "s": [["x"]]}) == [7]
+    # Not an array in the answer (strings become lists): the model's output is read.
+    assert decoding.decode(outputs, {"b": [[0, 0, 0]]}) == [5]
+    assert decoding.decode(outputs, {}) == [5]
