@@ -36,15 +36,20 @@ class Settings(BaseSettings):
         workers: uvicorn worker processes (`WORKERS`, 1).
         log_level: Log level (`LOG_LEVEL`, info).
         shutdown_grace_s: Seconds in-flight requests get after SIGTERM (`SHUTDOWN_GRACE_S`, 10).
-        runtime: How signatures run (`RUNTIME`): `auto` (default) converts each
-            inference signature to TensorFlow Lite and serves it only where its
-            answers are bit-identical to the SavedModel's on the warm-up inputs
-            at 1, 2, 7 and 64 rows; `tflite` forces it; `savedmodel` never converts.
-        grad_runtime: How the `grad` signature runs (`GRAD_RUNTIME`): `savedmodel`
-            (default: no conversion, so no load time spent on it), `auto` (converted with
-            its gradient ops rewritten and served only where bit-identical, as above)
-            or `tflite` (forced: its floats may differ from the SavedModel's in the
-            last bits; where it cannot run on TFLite it stays on the SavedModel).
+        runtime: How signatures run (`RUNTIME`): `auto` (default) serves each
+            inference signature on the fastest runtime whose answers are
+            bit-identical to the SavedModel's on the warm-up inputs at 1, 2, 7 and
+            64 rows: TensorFlow Lite, else the graph runtime (the signature frozen
+            into a graph run by a Session in the calling thread), else the
+            SavedModel; `graph` skips TFLite; `tflite` forces TFLite; `savedmodel`
+            builds nothing else.
+        grad_runtime: How the `grad` signature runs (`GRAD_RUNTIME`): `graph`
+            (default: the graph runtime where bit-identical, else the SavedModel;
+            no TFLite conversion, which costs 1-3 s of every load and whose floats
+            are rarely bit-identical for gradients), `auto` (TFLite first, with its
+            gradient ops rewritten, as above), `tflite` (forced: its floats may
+            differ from the SavedModel's in the last bits; where it cannot run on
+            TFLite it stays on the SavedModel) or `savedmodel`.
         max_response_bytes: Most bytes one response may carry (`MAX_RESPONSE_BYTES`, 32 MiB):
             a request whose answer would be larger gets 413 before the answer is built.
         max_concurrent_requests: Most model requests in flight at once, per worker
@@ -76,8 +81,8 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     shutdown_grace_s: float = Field(default=10.0, ge=0.0)
-    runtime: Literal["auto", "tflite", "savedmodel"] = "auto"
-    grad_runtime: Literal["auto", "tflite", "savedmodel"] = "savedmodel"
+    runtime: Literal["auto", "tflite", "graph", "savedmodel"] = "auto"
+    grad_runtime: Literal["auto", "tflite", "graph", "savedmodel"] = "graph"
     max_response_bytes: int = Field(default=32 * MIB, ge=1024)
     max_concurrent_requests: int = Field(default=64, ge=1)
     max_queued_requests: int = Field(default=256, ge=0)

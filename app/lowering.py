@@ -31,7 +31,8 @@ from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.framework import node_def_pb2
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from app.graph_runner import FrozenSignature
 
 
 def relu_grad(gradients: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
@@ -180,19 +181,16 @@ def lower_function(function: Any) -> tuple[Any, tf.Module, list[str]]:
         `(concrete_function, module, lowered)`: the module holds the function (the
         converter names its signature from it); `lowered` lists the op types rewritten.
     """
-    frozen = convert_variables_to_constants_v2(function)
-    graph_def, lowered = lower_graph(frozen.graph.as_graph_def())
+    frozen = FrozenSignature.of(function)
+    graph_def, lowered = lower_graph(frozen.graph_def)
     _, kwargs = function.structured_input_signature
-    input_keys = tf.nest.flatten({key: key for key in kwargs})
-    output_keys = tf.nest.flatten({key: key for key in function.structured_outputs})
-    feeds = [t.name for t in frozen.inputs]
-    fetches = [t.name for t in frozen.outputs]
+    output_keys = list(frozen.fetches)
 
     def call(**inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         results = tf.graph_util.import_graph_def(
             graph_def,
-            input_map={feed: inputs[key] for feed, key in zip(feeds, input_keys, strict=True)},
-            return_elements=fetches,
+            input_map={feed: inputs[key] for key, feed in frozen.feeds.items()},
+            return_elements=list(frozen.fetches.values()),
             name="lowered",
         )
         return dict(zip(output_keys, results, strict=True))

@@ -109,6 +109,49 @@ def graph_error_message(exc: BaseException) -> str:
     return line[:300]
 
 
+def _fits(shape: tuple[int, ...], spec: tuple[int, ...]) -> bool:
+    return len(shape) == len(spec) and all(w in (-1, g) for w, g in zip(spec, shape, strict=True))
+
+
+def check_inputs(specs: dict[str, TensorSpec], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Inputs as contiguous arrays in the specs' order, each checked against its spec.
+
+    A value whose dtype differs is cast when NumPy's "same_kind" rule allows it
+    (float64 -> float32, int32 -> int64), as `tf.constant` would; anything else
+    is refused, so that both runtimes accept exactly the same calls.
+
+    Args:
+        specs: The signature's inputs.
+        inputs: `{name: array}`, exactly the specs' names.
+
+    Returns:
+        The arrays in `specs` order.
+
+    Raises:
+        ValueError: A name is missing or unknown, or a shape does not fit its spec.
+        TypeError: A dtype that cannot be cast to the spec's.
+    """
+    if inputs.keys() != specs.keys():
+        missing = sorted(specs.keys() - inputs.keys())
+        unknown = sorted(inputs.keys() - specs.keys())
+        raise ValueError(
+            f"inputs must be exactly {sorted(specs)}; missing {missing}, unknown {unknown}"
+        )
+    arrays = []
+    for name, spec in specs.items():
+        value = inputs[name]
+        if not isinstance(value, np.ndarray) or value.dtype != spec.dtype:
+            value = np.asarray(value)
+            if value.dtype != spec.dtype:
+                if spec.dtype != object and not np.can_cast(value.dtype, spec.dtype, "same_kind"):
+                    raise TypeError(f"input '{name}': {value.dtype} cannot be cast to {spec.dtype}")
+                value = value.astype(spec.dtype)
+        if spec.shape is not None and not _fits(value.shape, spec.shape):
+            raise ValueError(f"input '{name}': shape {value.shape} does not fit {spec.shape}")
+        arrays.append(value if value.flags.c_contiguous else np.ascontiguousarray(value))
+    return arrays
+
+
 class SavedModelRunner:
     """One signature of a loaded SavedModel, called through its concrete function.
 

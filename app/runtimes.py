@@ -1,19 +1,24 @@
 """Model runtimes: one signature of a SavedModel behind one call interface, and the choice.
 
-Two runners implement `app.predictor.SignatureRunner` (NumPy in, NumPy out):
+Three runners implement `app.predictor.SignatureRunner` (NumPy in, NumPy out):
 
 - `app.predictor.SavedModelRunner`, the reference: the loaded SavedModel's
   concrete signature function (`loaded.signatures[key]`). A call costs
-  150-300 us of TensorFlow dispatch however small the model.
+  250-300 us of TensorFlow dispatch however small the model.
 - `TFLiteRunner`: the same signature converted with `tf.lite.TFLiteConverter`
   and run by `tf.lite.Interpreter(num_threads=1)`. A 1-row call of a small
   model costs a few microseconds.
+- `app.graph_runner.GraphRunner`: the signature frozen into a graph that a
+  `tf.compat.v1.Session` runs in the caller's thread: TensorFlow's own
+  kernels at a fraction of the cost (the default model: 19 us instead of 370
+  for `serving_default`, 106 us instead of 530 for its gradient signature).
 
-`choose_runner` picks one per signature when a model version loads. TFLite
-serves only where it is proven equal: its answers must be bit-identical
+`choose_runner` picks one per signature when a model version loads. A faster
+runtime serves only where it is proven equal: its answers must be bit-identical
 (same dtype, same shape, same bytes) to the SavedModel's on every probe input
-tiled to 1, 2, 7 and 64 rows. Otherwise the SavedModel serves and the reason
-says why (conversion failed, an op TFLite lacks, an answer that differs).
+tiled to 1, 2, 7 and 64 rows. Otherwise the next one is tried, the SavedModel
+last, and the reason says why (conversion failed, an op TFLite lacks, an
+answer that differs).
 
 Why proving matters here: `TFLiteConverter.from_saved_model` leaves the
 variables of a `tf.Module`-exported SavedModel as resource variables that
@@ -46,8 +51,9 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
+from app.graph_runner import GraphRunner, executor_name
 from app.lowering import LOWERINGS, lower_function
-from app.predictor import SavedModelRunner, SignatureRunner, TensorSpec
+from app.predictor import SavedModelRunner, SignatureRunner, TensorSpec, check_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +63,11 @@ PROBE_BATCH_SIZES = (1, 2, 7, 64)
 #: How a conversion failure for ops TFLite's builtin kernels lack begins.
 UNSUPPORTED = "ops TFLite's builtins lack: "
 
-Mode = Literal["auto", "tflite", "savedmodel"]
-MODES: tuple[str, ...] = ("auto", "tflite", "savedmodel")
+Mode = Literal["auto", "tflite", "graph", "savedmodel"]
+MODES: tuple[str, ...] = ("auto", "tflite", "graph", "savedmodel")
+
+#: How `choose_runner`'s reasons name the graph runtime (`app.graph_runner`).
+GRAPH_LABEL = "frozen graph in the caller's thread"
 
 
 def _tensor_spec(name: str, spec: tf.TensorSpec) -> TensorSpec:
@@ -81,49 +90,6 @@ def signature_specs(function: Any) -> tuple[dict[str, TensorSpec], dict[str, Ten
     inputs = {name: _tensor_spec(name, spec) for name, spec in kwargs.items()}
     outputs = {name: _tensor_spec(name, spec) for name, spec in function.structured_outputs.items()}
     return inputs, outputs
-
-
-def _fits(shape: tuple[int, ...], spec: tuple[int, ...]) -> bool:
-    return len(shape) == len(spec) and all(w in (-1, g) for w, g in zip(spec, shape, strict=True))
-
-
-def check_inputs(specs: dict[str, TensorSpec], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Inputs as contiguous arrays in the specs' order, each checked against its spec.
-
-    A value whose dtype differs is cast when NumPy's "same_kind" rule allows it
-    (float64 -> float32, int32 -> int64), as `tf.constant` would; anything else
-    is refused, so that both runtimes accept exactly the same calls.
-
-    Args:
-        specs: The signature's inputs.
-        inputs: `{name: array}`, exactly the specs' names.
-
-    Returns:
-        The arrays in `specs` order.
-
-    Raises:
-        ValueError: A name is missing or unknown, or a shape does not fit its spec.
-        TypeError: A dtype that cannot be cast to the spec's.
-    """
-    if inputs.keys() != specs.keys():
-        missing = sorted(specs.keys() - inputs.keys())
-        unknown = sorted(inputs.keys() - specs.keys())
-        raise ValueError(
-            f"inputs must be exactly {sorted(specs)}; missing {missing}, unknown {unknown}"
-        )
-    arrays = []
-    for name, spec in specs.items():
-        value = inputs[name]
-        if not isinstance(value, np.ndarray) or value.dtype != spec.dtype:
-            value = np.asarray(value)
-            if value.dtype != spec.dtype:
-                if spec.dtype != object and not np.can_cast(value.dtype, spec.dtype, "same_kind"):
-                    raise TypeError(f"input '{name}': {value.dtype} cannot be cast to {spec.dtype}")
-                value = value.astype(spec.dtype)
-        if spec.shape is not None and not _fits(value.shape, spec.shape):
-            raise ValueError(f"input '{name}': shape {value.shape} does not fit {spec.shape}")
-        arrays.append(value if value.flags.c_contiguous else np.ascontiguousarray(value))
-    return arrays
 
 
 class TFLiteRunner:
@@ -470,7 +436,7 @@ def compare(
 @dataclass
 class _Attempt:
     label: str
-    runner: TFLiteRunner | None = None
+    runner: TFLiteRunner | GraphRunner | None = None
     problem: str | None = None
 
 
@@ -523,12 +489,15 @@ def choose_runner(
 ) -> tuple[SignatureRunner, str]:
     """The runner that serves signature `key` of one model version, and why.
 
-    `auto`: convert to TFLite and keep it only if it answers every probe input,
-    tiled to 1, 2, 7 and 64 rows (`probe_batches`), bit-identically to the
-    SavedModel; else the SavedModel runner. `tflite`: TFLite whatever the
-    probes say, provided a conversion runs and answers with numbers (prefers a
-    bit-identical one; the reason states any difference); raises otherwise.
-    `savedmodel`: the reference, no conversion.
+    `auto`: the fastest runtime whose answers to every probe input, tiled to
+    1, 2, 7 and 64 rows (`probe_batches`), are bit-identical to the
+    SavedModel's: TFLite, else the graph runtime (`app.graph_runner`: the
+    signature frozen into a graph that a Session runs in the caller's thread),
+    else the SavedModel runner. `graph`: the same without trying TFLite (no
+    conversion cost). `tflite`: TFLite whatever the probes say, provided a
+    conversion runs and answers with numbers (prefers a bit-identical one; the
+    reason states any difference); raises otherwise. `savedmodel`: the
+    reference, nothing else built.
 
     Conversions tried, in order, each first with XNNPACK then with TFLite's
     builtin kernels alone: `from_concrete_functions` on the loaded signature
@@ -545,8 +514,8 @@ def choose_runner(
         key: The signature key.
         probe_inputs: Inputs that must give identical answers, each `{name: array}`
             with a batch dimension (one or more rows), e.g. the metadata's examples
-            and the warm-up inputs. With none, `auto` keeps the SavedModel.
-        mode: "auto" (default), "tflite" or "savedmodel".
+            and the warm-up inputs. With none, `auto` and `graph` keep the SavedModel.
+        mode: "auto" (default), "tflite", "graph" or "savedmodel".
         cache_dir: Where to keep conversions (flatbuffers and failures) across
             restarts, keyed by the SavedModel's fingerprint, the key and the
             TensorFlow version (`ConversionCache`); None (default) converts every
@@ -555,9 +524,11 @@ def choose_runner(
     Returns:
         `(runner, reason)`: the reason is one human sentence naming the runtime,
         e.g. "tflite (from_concrete_functions, XNNPACK): bit-identical to the
-        SavedModel on 3 probes x 1/2/7/64 rows (13 calls; chosen in 0.4 s)" or
-        "savedmodel: TFLite not used (from_concrete_functions: conversion
-        failed: ops TFLite's builtins lack: Erfc, ReluGrad)".
+        SavedModel on 3 probes x 1/2/7/64 rows (13 calls; chosen in 0.4 s)",
+        "graph (frozen graph, Session in the caller's thread): bit-identical
+        ...; TFLite not used (from_concrete_functions: conversion failed: ops
+        TFLite's builtins lack: Erfc, ReluGrad)" or "savedmodel: TFLite not
+        used (...); graph not used (...)".
 
     Raises:
         ValueError: An unknown mode.
@@ -574,14 +545,14 @@ def choose_runner(
     reference = SavedModelRunner(key, loaded.signatures[key])
     if mode == "savedmodel":
         return reference, "savedmodel: forced by the setting"
-    if mode == "auto" and not probe_inputs:
-        return reference, "savedmodel: no probe inputs to prove TFLite's answers equal"
+    if mode in ("auto", "graph") and not probe_inputs:
+        return reference, "savedmodel: no probe inputs to prove another runtime's answers equal"
     calls = probe_batches(probe_inputs, reference.inputs)
     started = time.perf_counter()
     attempts: list[_Attempt] = []
     cache = ConversionCache(cache_dir, path, key) if cache_dir else None
     missing: set[str] | None = None  # ops TFLite lacks, once a plain conversion said so
-    for candidate in _candidates(path, loaded, key, reference):
+    for candidate in _candidates(path, loaded, key, reference) if mode != "graph" else ():
         if candidate.lowers != (missing is not None):
             continue  # lowering only helps (and plain conversions only fail) for missing ops
         if candidate.lowers and not missing <= LOWERINGS.keys():  # type: ignore[operator]
@@ -630,7 +601,43 @@ def choose_runner(
             raise RuntimeError(f"TFLite was forced but no conversion runs: {summary}")
         chosen = usable[0]
         return chosen.runner, f"tflite ({chosen.label}): forced by the setting; {chosen.problem}"
-    return reference, f"savedmodel: TFLite not used ({summary})"
+    tflite_said = f"TFLite not used ({summary})" if attempts else "TFLite not tried (graph mode)"
+    graph = _graph_attempts(reference, calls)
+    if graph[-1].problem is None:
+        seconds = time.perf_counter() - started
+        chosen = graph[-1]
+        rejected = "".join(f"; {a.label}: {a.problem}" for a in graph[:-1])
+        return chosen.runner, (  # type: ignore[return-value]
+            f"graph ({chosen.label}): bit-identical to the SavedModel on "
+            f"{len(probe_inputs)} probes x {'/'.join(map(str, PROBE_BATCH_SIZES))} rows "
+            f"({len(calls)} calls; chosen in {seconds:.1f} s){rejected}; {tflite_said}"
+        )
+    graph_said = "; ".join(f"{a.label}: {a.problem}" for a in graph)
+    return reference, f"savedmodel: {tflite_said}; graph not used ({graph_said})"
+
+
+def _graph_attempts(reference: SavedModelRunner, calls: Sequence) -> list[_Attempt]:
+    """The graph runtime for `reference`'s signature: the single-threaded executor, then the
+    default one; stops at the first bit-identical to the reference (`problem` None)."""
+    attempts = []
+    for single_threaded in (True, False):
+        attempt = _Attempt(f"{GRAPH_LABEL}, {executor_name(single_threaded)}")
+        try:
+            attempt.runner = GraphRunner(
+                reference.function,
+                reference.name,
+                reference.inputs,
+                reference.outputs,
+                single_threaded=single_threaded,
+            )
+        except Exception as exc:  # any failure means: not this one
+            attempt.problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        else:
+            attempt.problem = compare(reference, attempt.runner, calls)
+        attempts.append(attempt)
+        if attempt.problem is None:
+            break
+    return attempts
 
 
 def _answers(attempt: _Attempt, reference: SignatureRunner, calls: Sequence) -> bool:

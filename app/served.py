@@ -53,7 +53,7 @@ class ServedVersion:
     info: ModelInfo
     make_batcher: Callable[[str, Callable[[Tensors], Tensors]], Batcher[Tensors]]
     loaded_at: float = field(default_factory=time.time)
-    #: Signature -> (runtime, why): "tflite" or "savedmodel" and the reason.
+    #: Signature -> (runtime, why): "tflite", "graph" or "savedmodel" and the reason.
     runtimes: dict[str, tuple[str, str]] = field(default_factory=dict)
     _batchers: dict[BatchKey, Batcher[Tensors]] = field(default_factory=dict)
     _batchable: dict[str, bool] = field(default_factory=dict)
@@ -230,31 +230,31 @@ def _runtime(
     return fast, reason
 
 
-def select_runtimes(
-    served: ServedVersion, path: Path, mode: str, grad_mode: str = "savedmodel"
-) -> None:
-    """Serve each signature with TensorFlow Lite where it is proven equal (or forced).
+def select_runtimes(served: ServedVersion, path: Path, mode: str, grad_mode: str = "graph") -> None:
+    """Serve each signature on the fastest runtime proven equal (or forced).
 
-    `app.runtimes.choose_runner` converts the signature and keeps TFLite only
-    when its answers are bit-identical to the SavedModel's on the warm-up
-    inputs and on probes reaching `TFLITE_INPUT_BOUND`, tiled to 1, 2, 7 and
-    64 rows (`auto`), or whenever it runs (`tflite`); calls with larger float
-    inputs then go to the SavedModel. Signatures sharing one concrete function
-    (`serve` and `serving_default`) share one conversion. TF1 graph exports
-    (whose declared shapes are not what their graphs take) stay on the SavedModel.
+    `app.runtimes.choose_runner` keeps TFLite, then the graph runtime
+    (`app.graph_runner`), only when its answers are bit-identical to the
+    SavedModel's on the warm-up inputs and on probes reaching
+    `TFLITE_INPUT_BOUND`, tiled to 1, 2, 7 and 64 rows (`auto`; `graph` tries
+    only the graph runtime), or TFLite whenever it runs (`tflite`); on TFLite,
+    calls with larger float inputs then go to the SavedModel. Signatures
+    sharing one concrete function (`serve` and `serving_default`) share one
+    choice. TF1 graph exports (whose declared shapes are not what their graphs
+    take) stay on the SavedModel.
 
     The `grad` signature follows `grad_mode` (`GRAD_RUNTIME`), by default
-    `savedmodel`: converting it (its gradient ops rewritten, `app.lowering`)
-    costs 1-3 s of every load, and its float answers are often not
-    bit-identical (TFLite's kernels sum in another order: on the default
-    model 1 ulp already in the layers before rounding), so `auto` would often
-    pay that only to refuse it. Where TFLite cannot run it, it stays on the
-    SavedModel instead of refusing the version.
+    `graph`: converting it to TFLite (its gradient ops rewritten,
+    `app.lowering`) costs 1-3 s of every load, and its float answers are
+    often not bit-identical (TFLite's kernels sum in another order: on the
+    default model 1 ulp already in the layers before rounding), so `auto`
+    would often pay that only to refuse it. Where TFLite cannot run it, it
+    stays on the SavedModel instead of refusing the version.
 
     Args:
         served: The warmed-up version; its runners are replaced in place.
         path: Its directory.
-        mode: `auto`, `tflite` or `savedmodel` (the `RUNTIME` setting).
+        mode: `auto`, `tflite`, `graph` or `savedmodel` (the `RUNTIME` setting).
         grad_mode: The same for the `grad` signature (the `GRAD_RUNTIME` setting), or
             `disabled` (`ENABLE_GRAD=false`: not converted).
     """

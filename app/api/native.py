@@ -110,7 +110,8 @@ class ModelStatus(BaseModel):
         "(`diffround.export`) and the service runs with `ENABLE_GRAD=true`."
     )
     runtimes: dict[str, dict[str, str]] = Field(
-        description="Per signature: `tflite` or `savedmodel`, and why (RUNTIME setting)."
+        description="Per signature: `tflite`, `graph` or `savedmodel`, and why "
+        "(RUNTIME and GRAD_RUNTIME settings)."
     )
 
 

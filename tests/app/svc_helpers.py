@@ -26,9 +26,11 @@ def make_settings(models_root: Path, **overrides: object) -> Settings:
         "poll_interval_s": 0.2,
         "api_key": None,
         "default_model": "digit-bits",
-        # Converting to TFLite costs about a second a load; the runtime tests and the
-        # real-server tests (test_app_server, tests/reliability) run the default, auto.
+        # Converting to TFLite costs about a second a load, freezing a graph half of one;
+        # the runtime tests and the real-server tests (test_app_server, tests/reliability)
+        # run the defaults (auto, and graph for `grad`).
         "runtime": "savedmodel",
+        "grad_runtime": "savedmodel",
     }
     values.update(overrides)
     return Settings(**values)

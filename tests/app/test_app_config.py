@@ -9,7 +9,7 @@ from app.config import MIB, Settings, get_settings
 ENV_NAMES = [
     "HOST", "PORT", "MODELS_ROOT", "DEFAULT_MODEL", "API_KEY", "ENABLE_GRAD", "MAX_BATCH_ROWS",
     "MAX_BODY_BYTES", "BATCH_MAX_SIZE", "BATCH_MAX_WAIT_MS", "POLL_INTERVAL_S", "WORKERS",
-    "LOG_LEVEL", "SHUTDOWN_GRACE_S",
+    "LOG_LEVEL", "SHUTDOWN_GRACE_S", "RUNTIME", "GRAD_RUNTIME",
 ]  # fmt: skip
 
 
@@ -32,6 +32,7 @@ def test_defaults_are_the_contracts(clean_env: pytest.MonkeyPatch) -> None:
     assert (settings.batch_max_size, settings.batch_max_wait_ms) == (64, 0.0)
     assert settings.poll_interval_s == 2.0
     assert (settings.workers, settings.log_level, settings.shutdown_grace_s) == (1, "info", 10.0)
+    assert (settings.runtime, settings.grad_runtime) == ("auto", "graph")
 
 
 def test_every_setting_is_read_from_its_unprefixed_variable(clean_env: pytest.MonkeyPatch) -> None:
@@ -50,6 +51,8 @@ def test_every_setting_is_read_from_its_unprefixed_variable(clean_env: pytest.Mo
         "WORKERS": "2",
         "LOG_LEVEL": "DEBUG",
         "SHUTDOWN_GRACE_S": "3",
+        "RUNTIME": "Graph",
+        "GRAD_RUNTIME": "TFLITE",
     }
     for name, value in values.items():
         clean_env.setenv(name, value)
@@ -63,6 +66,7 @@ def test_every_setting_is_read_from_its_unprefixed_variable(clean_env: pytest.Mo
     assert (settings.batch_max_size, settings.batch_max_wait_ms) == (8, 1.5)
     assert settings.poll_interval_s == 0.5
     assert (settings.workers, settings.log_level, settings.shutdown_grace_s) == (2, "debug", 3.0)
+    assert (settings.runtime, settings.grad_runtime) == ("graph", "tflite")
 
 
 def test_empty_api_key_means_no_key(clean_env: pytest.MonkeyPatch) -> None:
@@ -71,7 +75,8 @@ def test_empty_api_key_means_no_key(clean_env: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("PORT", "-1"), ("BATCH_MAX_SIZE", "0"), ("LOG_LEVEL", "loud")]
+    ("name", "value"),
+    [("PORT", "-1"), ("BATCH_MAX_SIZE", "0"), ("LOG_LEVEL", "loud"), ("GRAD_RUNTIME", "xla")],
 )
 def test_invalid_values_are_refused_at_start(
     clean_env: pytest.MonkeyPatch, name: str, value: str

@@ -361,14 +361,18 @@ def test_runtime_auto_answers_far_out_inputs_with_the_savedmodel(models_root: Pa
     np.testing.assert_array_equal(predicted_outputs(answer.json()), expected)
 
 
-def test_grad_runtime_auto_refuses_and_tflite_forces_the_converted_grad(
+def test_grad_runtimes_serve_identical_gradients_or_say_by_how_much_they_differ(
     models_root: Path, run
 ) -> None:
-    """GRAD_RUNTIME=auto converts `grad` and keeps it only when bit-identical (this model's
-    floats differ in the last bits: refused, and the reason says by how much);
-    GRAD_RUNTIME=tflite serves the conversion, equal up to float rounding."""
+    """GRAD_RUNTIME=graph (the default) serves `grad` on the graph runtime without trying
+    TFLite; auto converts it first and refuses the conversion (this model's floats differ in
+    the last bits: the reason says by how much), so the graph serves it there too: both
+    answer bit-identically to the SavedModel. GRAD_RUNTIME=tflite serves the conversion,
+    equal up to float rounding."""
     rows = digit_rows(9, seed=14)
     want = reference_outputs(models_root / "digit-bits" / "1", rows)
+    parts = (rows[:1], rows[1:])  # the SavedModel called on the same batches as the service
+    by_part = [reference_outputs(models_root / "digit-bits" / "1", part) for part in parts]
 
     async def go(grad_runtime: str, enable_grad: bool = True):
         settings = make_settings(
@@ -380,14 +384,24 @@ def test_grad_runtime_auto_refuses_and_tflite_forces_the_converted_grad(
                 return models["models"][0]["runtimes"], []
             answers = [
                 grad_view((await client.post("/grad", json={"inputs": part.tolist()})).json())
-                for part in (rows[:1], rows[1:])
+                for part in parts
             ]
             return models["models"][0]["runtimes"], answers
 
-    auto, _ = run(go("auto"))
-    assert auto["grad"]["runtime"] == "savedmodel", auto["grad"]
-    assert "values differ, largest difference" in auto["grad"]["reason"]
-    assert auto["serving_default"]["runtime"] == "tflite"
+    roles = ("relaxed", "input_grad", "pre_round", "surrogate", "local_grad", "hard")
+    for mode in ("graph", "auto"):
+        runtimes, answers = run(go(mode))
+        assert runtimes["grad"]["runtime"] == "graph", runtimes["grad"]
+        assert runtimes["serving_default"]["runtime"] == "tflite"
+        for role in roles:  # float32 written shortest and read back: the same bits
+            for answer, reference in zip(answers, by_part, strict=True):
+                got = np.asarray(answer[role], np.float32)
+                np.testing.assert_array_equal(got, reference[role], err_msg=f"{mode} {role}")
+        if mode == "graph":
+            assert runtimes["grad"]["reason"].endswith("TFLite not tried (graph mode)")
+        else:
+            auto = runtimes
+            assert "values differ, largest difference" in auto["grad"]["reason"]
     forced, answers = run(go("tflite"))
     disabled, _ = run(go("tflite", enable_grad=False))
     assert disabled["grad"] == {
@@ -401,7 +415,7 @@ def test_grad_runtime_auto_refuses_and_tflite_forces_the_converted_grad(
         r"chosen in [\d.]+ s", "", auto["serving_default"]["reason"]
     )
     assert forced["serving_default"]["runtime"] == auto["serving_default"]["runtime"]
-    for role in ("relaxed", "input_grad", "pre_round", "surrogate", "local_grad"):
+    for role in roles[:-1]:
         got = np.concatenate([np.asarray(a[role], np.float32) for a in answers])
         np.testing.assert_allclose(got, want[role], rtol=1e-5, atol=1e-5, err_msg=role)
     got_hard = np.concatenate([np.asarray(a["hard"], np.float32) for a in answers])

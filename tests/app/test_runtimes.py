@@ -1,16 +1,18 @@
-"""app/runtimes.py: SavedModel and TFLite runners, and choose_runner's proof of equality.
+"""app/runtimes.py: SavedModel, TFLite and graph runners, and choose_runner's proof of equality.
 
 Every SavedModel here is built by the test itself (a Keras `model.export()`, a
 `tf.Module` with named multi-inputs of rank 1..4 and int and float dtypes, a
 TF1 `half_plus_two`, a signature with ops TFLite lacks) except the last,
 trained by `python -m model.train` with few epochs. Answers are checked
-against NumPy references, and TFLite against the SavedModel bit for bit.
+against NumPy references, and TFLite and the graph runtime against the
+SavedModel bit for bit.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -23,7 +25,8 @@ import tensorflow as tf
 from svc_helpers import tf1_graph_export
 
 from app import runtimes
-from app.predictor import SavedModelRunner, TensorSpec
+from app.graph_runner import GraphRunner
+from app.predictor import ModelCallError, SavedModelRunner, TensorSpec
 from app.runtimes import TFLiteRunner, choose_runner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -261,18 +264,33 @@ def test_keras_export_on_tflite_matches_savedmodel(built):
         assert "differ" in reason, reason
 
 
-def test_unsupported_ops_fall_back_with_the_op_names(built):
+def _erfc_reference(x: np.ndarray) -> dict[str, np.ndarray]:
+    """`WithGradient.grad` in NumPy (float64): y = sum_j erfc(relu(x w)_j) and dy/dx."""
+    w = np.array([[1.0, -1.0], [0.5, 2.0]])
+    z = x.astype(np.float64) @ w
+    y = np.vectorize(math.erfc)(np.maximum(z, 0)).sum(axis=1)
+    # d erfc(u)/du = -2/sqrt(pi) exp(-u^2); relu passes the gradient where z > 0.
+    dz = np.where(z > 0, -2 / math.sqrt(math.pi) * np.exp(-(z**2)), 0.0)
+    return {"y": y, "dy_dx": dz @ w.T}
+
+
+def test_unsupported_ops_fall_back_to_the_graph_runtime_with_the_op_names(built):
     path, loaded = built["grad"]
     probes = [{"x": np.array([[1.0, 2.0], [-1.0, 0.5]], np.float32)}]
     runner, reason = choose_runner(path, loaded, "grad", probes)
-    assert isinstance(runner, SavedModelRunner)
-    assert reason.startswith("savedmodel: TFLite not used")
+    assert isinstance(runner, GraphRunner), reason
+    assert reason.startswith(
+        "graph (frozen graph in the caller's thread, single-threaded executor): "
+        "bit-identical to the SavedModel on 1 probes x 1/2/7/64 rows"
+    )
+    assert "TFLite not used (from_concrete_functions: conversion failed" in reason
     assert "Erfc" in reason and "ReluGrad" in reason
     assert "gradient ops lowered" not in reason  # Erfc has no rewrite: not tried
-    x = probes[0]["x"]
-    w = np.array([[1.0, -1.0], [0.5, 2.0]], np.float32)
-    want = np.vectorize(math.erfc)(np.maximum(x @ w, 0).astype(np.float64)).sum(axis=1)
-    np.testing.assert_allclose(runner({"x": x})["y"], want, rtol=1e-6)
+    x = np.array([[1.0, 2.0], [-1.0, 0.5], [0.25, -3.0], [0.0, 0.0]], np.float32)
+    reference = SavedModelRunner("grad", loaded.signatures["grad"])
+    assert _bits_equal(runner({"x": x}), reference({"x": x}))
+    for name, want in _erfc_reference(x).items():
+        np.testing.assert_allclose(runner({"x": x})[name], want, rtol=1e-5, atol=1e-7)
     with pytest.raises(RuntimeError, match="Erfc"):
         choose_runner(path, loaded, "grad", probes, mode="tflite")
 
@@ -291,8 +309,9 @@ def test_different_answers_fall_back_and_forced_tflite_says_by_how_much(built, m
     monkeypatch.setattr(runtimes, "convert_saved_model", lambda path, key: wrong)
     probes = [{"x": np.array([1.0, 2.0], np.float32)}]
     runner, reason = choose_runner(path, loaded, "serving_default", probes)
-    assert isinstance(runner, SavedModelRunner)
+    assert isinstance(runner, GraphRunner), reason  # the next runtime, proven equal
     assert "probe 0 x 1 rows: output 'y': 1 of 1 values differ, largest difference 1" in reason
+    np.testing.assert_array_equal(runner({"x": np.array([2.0], np.float32)})["y"], [3.0])
     forced, why = choose_runner(path, loaded, "serving_default", probes, mode="tflite")
     assert isinstance(forced, TFLiteRunner)
     assert why.startswith("tflite (from_concrete_functions, XNNPACK): forced by the setting")
@@ -304,14 +323,161 @@ def test_modes(built):
     probe = [{"x": np.array([1.0], np.float32)}]
     runner, reason = choose_runner(path, loaded, "serving_default", probe, mode="savedmodel")
     assert isinstance(runner, SavedModelRunner) and reason == "savedmodel: forced by the setting"
-    runner, reason = choose_runner(path, loaded, "serving_default", [], mode="auto")
-    assert isinstance(runner, SavedModelRunner) and "no probe inputs" in reason
+    for mode in ("auto", "graph"):
+        runner, reason = choose_runner(path, loaded, "serving_default", [], mode=mode)
+        assert isinstance(runner, SavedModelRunner) and "no probe inputs" in reason
     runner, reason = choose_runner(path, loaded, "serving_default", [], mode="tflite")
     assert isinstance(runner, TFLiteRunner)
     with pytest.raises(ValueError, match="Expected one of"):
         choose_runner(path, loaded, "serving_default", probe, mode="fast")
     with pytest.raises(KeyError, match="no signature 'nope'"):
         choose_runner(path, loaded, "nope", probe)
+
+
+# --- the graph runtime ----------------------------------------------------------------------
+
+
+class Checked(tf.Module):
+    """A graph that checks its own input (x >= 0) and a string signature."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def checked(self, x):
+        with tf.control_dependencies([tf.debugging.assert_non_negative(x, message="x < 0")]):
+            return {"root": tf.sqrt(x)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def strings(self, text):
+        return {"upper": tf.strings.upper(text), "length": tf.strings.length(text)}
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, object]:
+    module = Checked()
+    path = tmp_path_factory.mktemp("checked") / "model"
+    tf.saved_model.save(
+        module, str(path), signatures={"checked": module.checked, "strings": module.strings}
+    )
+    return str(path), tf.saved_model.load(str(path))
+
+
+def _graph(loaded, key: str, **options) -> tuple[GraphRunner, SavedModelRunner]:
+    reference = SavedModelRunner(key, loaded.signatures[key])
+    runner = GraphRunner(reference.function, key, reference.inputs, reference.outputs, **options)
+    return runner, reference
+
+
+@pytest.mark.parametrize("single_threaded", [True, False])
+def test_graph_runner_is_bit_identical_to_the_savedmodel_and_numpy(built, single_threaded):
+    _, loaded = built["multi"]
+    runner, reference = _graph(loaded, "serving_default", single_threaded=single_threaded)
+    assert runner.runtime == "graph" and runner.inputs == reference.inputs
+    for rows in (1, 2, 7, 64, 0, 3):
+        probe = _multi_probe(rows, 200 + rows)
+        got = runner(probe)
+        assert _bits_equal(got, reference(probe)), rows
+        for name, value in _multi_reference(**probe).items():
+            np.testing.assert_array_equal(got[name], value, err_msg=f"{name} at {rows} rows")
+    _, keras_loaded, weights = built["keras"]
+    runner, reference = _graph(keras_loaded, "serve", single_threaded=single_threaded)
+    (name,) = reference.inputs
+    x = np.random.default_rng(5).normal(size=(9, 6)).astype(np.float32)
+    assert _bits_equal(runner({name: x}), reference({name: x}))
+    w1, b1, w2, b2 = weights
+    want = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    np.testing.assert_allclose(runner({name: x})[next(iter(reference.outputs))], want, rtol=1e-5)
+
+
+def test_graph_runner_refuses_bad_inputs_like_the_tflite_runner(built):
+    _, loaded = built["multi"]
+    runner, _ = _graph(loaded, "serving_default")
+    probe = _multi_probe(2, 0)
+    with pytest.raises(ValueError, match="missing \\['e'\\]"):
+        runner({k: v for k, v in probe.items() if k != "e"})
+    with pytest.raises(ValueError, match="unknown \\['z'\\]"):
+        runner({**probe, "z": probe["a"]})
+    with pytest.raises(ValueError, match="does not fit"):
+        runner({**probe, "b": np.zeros((2, 4), np.float32)})
+    with pytest.raises(TypeError, match="cannot be cast"):
+        runner({**probe, "c": probe["c"].astype(np.float32)})
+    # float64 is cast to the signature's float32, as tf.constant would.
+    wide = {**probe, "a": probe["a"].astype(np.float64)}
+    assert _bits_equal(runner(wide), runner(probe))
+
+
+def test_graph_runner_reports_the_graphs_own_checks_and_runs_strings(checked):
+    path, loaded = checked
+    good = {"x": np.array([[4.0, 0.25]], np.float32)}
+    # The assertion's control flow (Switch) is beyond the single-threaded executor:
+    # the default one serves, and the reason says why.
+    runner, reason = choose_runner(path, loaded, "checked", [good], mode="graph")
+    assert isinstance(runner, GraphRunner) and not runner.single_threaded, reason
+    assert reason.startswith("graph (frozen graph in the caller's thread, default executor): ")
+    assert "single-threaded executor: FailedPreconditionError: " in reason
+    assert "does not support switch op" in reason
+    reference = SavedModelRunner("checked", loaded.signatures["checked"])
+    np.testing.assert_array_equal(runner(good)["root"], [[2.0, 0.5]])
+    bad = {"x": np.array([[4.0, -1.0]], np.float32)}
+    for each in (runner, reference):
+        with pytest.raises(ModelCallError, match="x < 0"):
+            each(bad)
+    words, reference = _graph(loaded, "strings")
+    text = {"text": np.array([b"abc", "d\u00e9".encode(), b""], dtype=object)}
+    got, want = words(text), reference(text)
+    assert got["upper"].dtype == object and list(got["upper"]) == list(want["upper"])
+    assert list(got["upper"]) == [b"ABC", "D\u00e9".encode(), b""]  # ASCII letters only
+    np.testing.assert_array_equal(got["length"], want["length"])
+    assert runtimes.compare(reference, words, runtimes.probe_batches([text], words.inputs)) is None
+
+
+def test_graph_runner_is_thread_safe(built):
+    _, loaded = built["multi"]
+    runner, _ = _graph(loaded, "serving_default")
+    cases = [_multi_probe(rows, rows) for rows in (1, 64, 7, 2)]
+    wanted = [_multi_reference(**case) for case in cases]
+    failures: list[str] = []
+
+    def hammer(start: int) -> None:
+        for i in range(200):
+            j = (start + i) % len(cases)
+            got = runner(cases[j])
+            if any(not np.array_equal(got[k], v) for k, v in wanted[j].items()):
+                failures.append(f"thread {start} call {i}")
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_graph_mode_does_not_try_tflite(built):
+    path, loaded = built["multi"]
+    runner, reason = choose_runner(
+        path, loaded, "serving_default", [_multi_probe(3, 0)], mode="graph"
+    )
+    assert isinstance(runner, GraphRunner) and runner.single_threaded, reason
+    assert reason.endswith("TFLite not tried (graph mode)"), reason
+
+
+def test_a_graph_runtime_that_differs_is_refused_and_said(built, monkeypatch):
+    path, loaded = built["grad"]  # TFLite cannot run it (Erfc): the graph is next
+
+    class OneUlpOff(GraphRunner):
+        def __call__(self, inputs):
+            out = super().__call__(inputs)
+            return {**out, "y": np.nextafter(out["y"], np.float32(np.inf))}
+
+    monkeypatch.setattr(runtimes, "GraphRunner", OneUlpOff)
+    probes = [{"x": np.array([[1.0, 2.0]], np.float32)}]
+    runner, reason = choose_runner(path, loaded, "grad", probes)
+    assert isinstance(runner, SavedModelRunner)
+    assert reason.startswith("savedmodel: TFLite not used (from_concrete_functions")
+    assert (
+        "; graph not used (frozen graph in the caller's thread, single-threaded executor: "
+        "probe 0 x 1 rows: output 'y': 1 of 1 values differ" in reason
+    )
+    assert "default executor: probe 0 x 1 rows: output 'y': 1 of 1 values differ" in reason
 
 
 def test_conversion_cache_keeps_flatbuffers_and_failures(built, tmp_path, monkeypatch):
@@ -334,7 +500,8 @@ def test_conversion_cache_keeps_flatbuffers_and_failures(built, tmp_path, monkey
     assert isinstance(again, TFLiteRunner), reason
     np.testing.assert_array_equal(again({"x": np.array([4.0], np.float32)})["y"], [4.0])
     _, why_again = choose_runner(grad_path, grad, "grad", grad_probes, cache_dir=tmp_path)
-    assert why_again == why and "ReluGrad" in why
+    timing = re.compile(r"chosen in [0-9.]+ s")  # the graph runtime serves it, proven again
+    assert timing.sub("", why_again) == timing.sub("", why) and "ReluGrad" in why
     # Another signature key is another entry: not found, so it would convert.
     other = runtimes.ConversionCache(tmp_path, hpt_path, "other")
     assert other.get("from_concrete_functions") == (None, None)
@@ -412,11 +579,17 @@ def test_trained_model_hard_outputs_bit_identical_over_held_out_set(trained_mode
     assert set(np.unique(whole["bits"])) <= {0.0, 1.0}
 
     # The gradient signature converts once its gradient ops are rewritten, but its float
-    # outputs differ from TensorFlow's in the last bits: auto refuses it and says so.
+    # outputs differ from TensorFlow's in the last bits: auto refuses it, says so, and
+    # serves it on the graph runtime, bit-identical over the whole held-out set.
     grad, why = choose_runner(str(trained_model_dir), loaded, "grad", probes)
-    assert isinstance(grad, SavedModelRunner), why
+    assert isinstance(grad, GraphRunner), why
     assert "ops TFLite's builtins lack: BroadcastGradientArgs, ReluGrad" in why
     assert "gradient ops lowered, XNNPACK: probe" in why and "values differ" in why
+    grad_reference = SavedModelRunner("grad", loaded.signatures["grad"])
+    for size in (len(held_out), 1, 64):
+        for start in range(0, len(held_out), size if size > 1 else 53):
+            rows = {"inputs": held_out[start : start + size]}
+            assert _bits_equal(grad(rows), grad_reference(rows)), (size, start)
 
 
 def test_uninitialised_variables_from_saved_model_are_caught(trained_model_dir):
