@@ -85,40 +85,67 @@ def parse_decoding(decoding: Any) -> Decoding | None:
     return Decoding(base, output, classes if type(classes) is int else None)
 
 
+def _unravel(flat: int, shape: tuple[int, ...]) -> list[int]:
+    """`np.unravel_index(flat, shape)` for one C-order index, as Python ints."""
+    index = []
+    for size in reversed(shape):
+        flat, position = divmod(flat, size)
+        index.append(position)
+    return index[::-1]
+
+
 def grad_summary(
-    layers: dict[str, dict[str, np.ndarray]], jacobians: dict[tuple[str, str], np.ndarray]
+    layers: dict[str, dict[str, np.ndarray]],
+    jacobians: dict[tuple[str, str], np.ndarray],
+    output_ranks: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """A per-request summary of gradient outputs.
+
+    With `d_i = |surrogate_i - hard_i|` and `g_i` the local gradients over every
+    rounding layer's values, `surrogate_gap = mean(d_i)` and
+    `dead_gradient_share = mean(|g_i| < 1e-6)`; `max_abs_jacobian = max |J|`
+    over every Jacobian.
 
     Args:
         layers: Rounding layer -> its `hard`, `surrogate` and `local_grad` values.
         jacobians: (output, input) -> Jacobian `[rows, *output_shape, *input_shape]`.
+        output_ranks: Output -> `len(output_shape)`, to split the argmax's index
+            into its output and input parts; None leaves them out.
 
     Returns:
-        `surrogate_gap` (mean |surrogate - hard| over every rounding layer),
-        `dead_gradient_share` (share of local gradients below 1e-6 in magnitude),
-        `max_abs_jacobian` and where it is (`argmax`: output, input, row, and
-        `index` into that row's Jacobian `[*output_shape, *input_shape]`), and
-        a sentence, `text`.
+        `surrogate_gap`, `dead_gradient_share`, `max_abs_jacobian` and where it
+        is (`argmax`: output, input, row, `index` into that row's Jacobian
+        `[*output_shape, *input_shape]`, and, given the output's rank, that index
+        split into `output_index` and `input_index`), and a sentence, `text`.
     """
-    gaps = [np.abs(v["surrogate"] - v["hard"]).reshape(-1) for v in layers.values()]
-    local = [np.abs(v["local_grad"]).reshape(-1) for v in layers.values()]
-    gap = float(np.mean(np.concatenate(gaps))) if gaps else 0.0
-    dead = float(np.mean(np.concatenate(local) < DEAD_BELOW)) if local else 0.0
+    gap_sum, values, dead, locals_ = 0.0, 0, 0, 0
+    for value in layers.values():
+        difference = np.abs(value["surrogate"] - value["hard"])
+        gap_sum += float(difference.sum(dtype=np.float64))
+        values += difference.size
+        local = value["local_grad"]
+        dead += int(np.count_nonzero(np.abs(local) < DEAD_BELOW))
+        locals_ += local.size
+    gap = gap_sum / values if values else 0.0
+    dead_share = dead / locals_ if locals_ else 0.0
     largest, argmax = 0.0, None
     for (output, input_name), jacobian in jacobians.items():
         if jacobian.size == 0:
             continue
-        magnitude = np.abs(jacobian.reshape(len(jacobian), -1))
-        flat = int(np.argmax(magnitude))
-        value = float(magnitude.reshape(-1)[flat])
+        magnitude = np.abs(jacobian)
+        flat = int(magnitude.argmax())  # C order: row-major over [rows, *output, *input]
+        value = float(magnitude.flat[flat])
         if argmax is None or value > largest:
-            row, rest = divmod(flat, magnitude.shape[1])
-            index = [int(i) for i in np.unravel_index(rest, jacobian.shape[1:])]
+            row, rest = divmod(flat, magnitude[0].size)
+            index = _unravel(rest, jacobian.shape[1:])
             largest = value
             argmax = {"output": output, "input": input_name, "row": row, "index": index}
+            rank = (output_ranks or {}).get(output)
+            if rank is not None:
+                argmax["output_index"] = index[:rank]
+                argmax["input_index"] = index[rank:]
     text = (
-        f"{dead:.0%} of the rounding layers' local gradients are dead (|d|<1e-6); "
+        f"{dead_share:.0%} of the rounding layers' local gradients are dead (|d|<1e-6); "
         f"surrogate values are {gap:.3f} from the hard values on average"
     )
     if argmax is not None:
@@ -128,7 +155,7 @@ def grad_summary(
         )
     return {
         "surrogate_gap": gap,
-        "dead_gradient_share": dead,
+        "dead_gradient_share": dead_share,
         "max_abs_jacobian": largest,
         "argmax": argmax,
         "text": text + ".",

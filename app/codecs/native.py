@@ -116,6 +116,7 @@ async def grad(plane: DataPlane, body: bytes) -> Encoded:
             jacobians[(name, input_name)] = values[key]
             item["jacobians"][input_name] = json_value(values[key])
         outputs[name] = item
+    output_ranks = {name: values[e["relaxed"]].ndim - 1 for name, e in grad_map.outputs.items()}
     layers: dict[str, Any] = {}
     layer_values: dict[str, dict[str, np.ndarray]] = {}
     for layer, keys in grad_map.layers.items():
@@ -133,6 +134,6 @@ async def grad(plane: DataPlane, body: bytes) -> Encoded:
         "outputs": outputs,
         "rounding_layers": layers,
         "omitted_jacobians": grad_map.omitted_jacobians,
-        "summary": grad_summary(layer_values, jacobians),
+        "summary": grad_summary(layer_values, jacobians, output_ranks),
     }
     return Encoded(await encode_json(plane, document))

@@ -724,8 +724,11 @@
     fact(summary, "dead gradients", `${(100 * s.dead_gradient_share).toFixed(1)} %`).dataset.testid =
       "dead-share";
     let where = "";
-    if (s.argmax && s.argmax.output) {
-      where = ` (d ${s.argmax.output} / d ${s.argmax.input} at [${(s.argmax.index || []).join(", ")}])`;
+    const arg = s.argmax;
+    if (arg && arg.output && arg.output_index) {
+      where = ` (d ${arg.output}[${arg.output_index.join(", ")}] / d ${arg.input}[${arg.input_index.join(", ")}], row ${arg.row})`;
+    } else if (arg && arg.output) {
+      where = ` (d ${arg.output} / d ${arg.input} at [${(arg.index || []).join(", ")}])`;
     }
     const largest = s.max_abs_jacobian === null || s.max_abs_jacobian === undefined ? "none" : fmt(s.max_abs_jacobian);
     fact(summary, "largest |Jacobian|", largest + where).dataset.testid = "max-grad";
@@ -913,7 +916,7 @@
       if (arg && arg.input === input && grad.outputs[arg.output]) {
         output = arg.output;
         const outDims = dimsOf(grad.outputs[output].hard[0]);
-        const idx = (arg.index || []).slice(0, outDims.length);
+        const idx = arg.output_index || (arg.index || []).slice(0, outDims.length);
         element = idx.reduce((acc, i, d) => acc * outDims[d] + i, 0);
       }
       state.heat = { input, output, element };

@@ -163,6 +163,9 @@ def test_grad_summary_reports_gap_dead_share_and_largest_gradient(models_root: P
     where = summary["argmax"]
     assert (where["output"], where["input"]) == ("outputs", "inputs")
     assert input_grad[where["row"]][tuple(where["index"])] == input_grad.max()
+    # The index into [*output_shape, *input_shape], split at the output's rank (1 here).
+    assert where["output_index"] + where["input_index"] == where["index"]
+    assert len(where["output_index"]) == np.ndim(body["relaxed"]) - 1
     assert f"row {where['row']}" in summary["text"]
 
 
