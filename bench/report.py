@@ -203,8 +203,11 @@ def targets(results: dict) -> list[dict[str, Any]]:
     runtime = results.get("runtimes") or {}
     if runtime.get("tflite_b1_us") or runtime.get("savedmodel_b1_us"):
         served = runtime.get(f"{runtime['chosen']}_b1_us")
-        equal = runtime.get("equal_b1", False) and runtime.get("equal_b64", False)
-        ok = served is not None and served <= 20.0 and (runtime["chosen"] != "tflite" or equal)
+        prefix = "graph_" if runtime["chosen"] == "graph" else ""
+        equal = runtime["chosen"] == "savedmodel" or (
+            runtime.get(f"{prefix}equal_b1", False) and runtime.get(f"{prefix}equal_b64", False)
+        )
+        ok = served is not None and served <= 20.0 and equal
         out.append(
             _target(
                 "in-process model call, 1 row (us, runtime chosen at load; identical answers)",
@@ -534,42 +537,7 @@ def render(results: dict, command: str, previous: str | None) -> str:
         out.append("")
     runtime = results.get("runtimes") or {}
     if runtime:
-        out += [
-            "## The model runtime: SavedModel vs TFLite in-process (one core, 1/1 threads)",
-            "",
-            "One runner call of `serving_default` (`app/runtimes.py`: NumPy in, NumPy out, input "
-            "checks included), the same rows through each runtime.",
-            "",
-            "| rows | SavedModel us/call | TFLite us/call | speed-up | same bytes |",
-            "|---|---|---|---|---|",
-        ]
-        for batch in (1, 64):
-            saved = runtime.get(f"savedmodel_b{batch}_us")
-            lite = runtime.get(f"tflite_b{batch}_us")
-            same = runtime.get(f"equal_b{batch}")
-            out.append(
-                f"| {batch} | {'-' if saved is None else f'{saved:,.1f}'} | "
-                f"{'-' if lite is None else f'{lite:,.1f}'} | "
-                f"{f'{saved / lite:.0f}x' if saved and lite else '-'} | "
-                f"{'-' if same is None else 'yes' if same else '**no**'} |"
-            )
-        out += [
-            "",
-            f"Chosen at load: **{runtime.get('chosen')}** in {runtime.get('choose_s')} s: "
-            f"{runtime.get('reason')}.",
-            "",
-        ]
-        saved, lite = runtime.get("grad_savedmodel_b1_us"), runtime.get("grad_tflite_b1_us")
-        if saved and lite:
-            out += [
-                f"`grad`, 1 row: SavedModel {saved:,.1f} us/call, TFLite (`GRAD_RUNTIME=tflite`) "
-                f"{lite:,.1f} us/call ({saved / lite:.0f}x); largest difference between their "
-                f"answers {runtime.get('grad_largest_difference_b1'):.3g}. "
-                f"{runtime.get('grad_reason')}.",
-                "",
-            ]
-        elif runtime.get("grad_reason"):
-            out += [f"`grad`: {runtime['grad_reason']}.", ""]
+        out += _runtime_section(runtime)
     if loads:
         per_call = http.get("requests_per_model_call") or {}
         out += [
@@ -748,3 +716,56 @@ def _kept_notes(previous: str | None) -> str:
 def write(path: Path, results: dict, command: str) -> None:
     previous = path.read_text() if path.exists() else None
     path.write_text(render(results, command, previous))
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _runtime_section(runtime: dict) -> list[str]:
+    """The in-process runtimes: `serving_default` and `grad` on each runtime, and the choice."""
+    out = [
+        "## The model runtimes in-process (one core, 1/1 threads)",
+        "",
+        "One runner call (`app/runtimes.py`: NumPy in, NumPy out, input checks included), "
+        "the same rows through each runtime: the SavedModel's concrete function, TFLite "
+        "(forced), and the graph runtime (`app/graph_runner.py`: the frozen graph run by "
+        "a Session in the caller's thread, where proven bit-identical).",
+        "",
+        "| signature | rows | SavedModel us/call | TFLite us/call | graph us/call | "
+        "TFLite same bytes | graph same bytes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def same(key: str) -> str:
+        value = runtime.get(key)
+        return "-" if value is None else "yes" if value else "**no**"
+
+    for batch in (1, 64):
+        out.append(
+            f"| `serving_default` | {batch} | {_us(runtime.get(f'savedmodel_b{batch}_us'))} | "
+            f"{_us(runtime.get(f'tflite_b{batch}_us'))} | "
+            f"{_us(runtime.get(f'graph_b{batch}_us'))} | {same(f'equal_b{batch}')} | "
+            f"{same(f'graph_equal_b{batch}')} |"
+        )
+    if runtime.get("grad_savedmodel_b1_us"):
+        difference = runtime.get("grad_largest_difference_b1")
+        tflite_same = "-" if difference is None else "yes" if difference == 0 else (
+            f"**no** (up to {difference:.3g})"
+        )  # fmt: skip
+        out.append(
+            f"| `grad` | 1 | {_us(runtime.get('grad_savedmodel_b1_us'))} | "
+            f"{_us(runtime.get('grad_tflite_b1_us'))} | {_us(runtime.get('grad_graph_b1_us'))} | "
+            f"{tflite_same} | {same('grad_graph_equal_b1')} |"
+        )
+    out += [
+        "",
+        f"`serving_default`, chosen at load (`RUNTIME=auto`): **{runtime.get('chosen')}** in "
+        f"{runtime.get('choose_s')} s: {runtime.get('reason')}.",
+        "",
+    ]
+    if runtime.get("grad_graph_reason"):
+        out += [f"`grad`, `GRAD_RUNTIME=graph` (the default): {runtime['grad_graph_reason']}.", ""]
+    if runtime.get("grad_reason"):
+        out += [f"`grad`, `GRAD_RUNTIME=tflite`: {runtime['grad_reason']}.", ""]
+    return out

@@ -37,7 +37,7 @@ def service(
     grad_runtime: str | None = None,
 ) -> Server:
     """`python -m app` exactly as users run it, one worker and the default runtimes
-    (`RUNTIME=auto`, `GRAD_RUNTIME=savedmodel`) unless told otherwise."""
+    (`RUNTIME=auto`, `GRAD_RUNTIME=graph`) unless told otherwise."""
     port = free_port()
     env = base_env(
         MODELS_ROOT=str(models_root),

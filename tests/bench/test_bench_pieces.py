@@ -274,6 +274,28 @@ def test_report_runtime_row_needs_identical_answers_and_20_us():
     assert row["pass"] is True and row["ratio"] == 9.0 / 20.0
     (row,) = report.targets({"runtimes": {**runtime, "equal_b64": False}})
     assert row["pass"] is False
+    graph = {"chosen": "graph", "savedmodel_b1_us": 300.0, "graph_b1_us": 18.0,
+             "graph_equal_b1": True, "graph_equal_b64": True, "equal_b1": False}  # fmt: skip
+    (row,) = report.targets({"runtimes": graph})
+    assert row["pass"] is True and row["measured"].startswith("18.0 us (graph;")
+    (row,) = report.targets({"runtimes": {**graph, "graph_equal_b1": False}})
+    assert row["pass"] is False
+
+
+def test_report_runtime_section_lists_each_runtime_and_signature():
+    runtime = {"chosen": "tflite", "reason": "tflite (...): bit-identical", "choose_s": 0.4,
+               "savedmodel_b1_us": 300.0, "tflite_b1_us": 9.0, "graph_b1_us": 20.5,
+               "equal_b1": True, "graph_equal_b1": True, "savedmodel_b64_us": 400.0,
+               "tflite_b64_us": 30.0, "graph_b64_us": 60.0, "equal_b64": False,
+               "graph_equal_b64": True, "grad_savedmodel_b1_us": 500.0,
+               "grad_graph_b1_us": 90.0, "grad_graph_equal_b1": True,
+               "grad_tflite_b1_us": 25.0, "grad_largest_difference_b1": 3e-8,
+               "grad_graph_reason": "graph (...): bit-identical", "grad_reason": "tflite (...)"}  # fmt: skip
+    text = "\n".join(report._runtime_section(runtime))
+    assert "| `serving_default` | 1 | 300.0 | 9.0 | 20.5 | yes | yes |" in text
+    assert "| `serving_default` | 64 | 400.0 | 30.0 | 60.0 | **no** | yes |" in text
+    assert "| `grad` | 1 | 500.0 | 25.0 | 90.0 | **no** (up to 3e-08) | yes |" in text
+    assert "`grad`, `GRAD_RUNTIME=graph` (the default): graph (...): bit-identical." in text
 
 
 def test_served_root_serves_any_saved_model_dir_under_its_name(tmp_path):
