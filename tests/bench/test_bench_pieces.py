@@ -290,7 +290,8 @@ def test_report_runtime_section_lists_each_runtime_and_signature():
                "graph_equal_b64": True, "grad_savedmodel_b1_us": 500.0,
                "grad_graph_b1_us": 90.0, "grad_graph_equal_b1": True,
                "grad_tflite_b1_us": 25.0, "grad_largest_difference_b1": 3e-8,
-               "grad_graph_reason": "graph (...): bit-identical", "grad_reason": "tflite (...)"}  # fmt: skip
+               "grad_graph_reason": "graph (...): bit-identical",
+               "grad_reason": "tflite (...)"}  # fmt: skip
     text = "\n".join(report._runtime_section(runtime))
     assert "| `serving_default` | 1 | 300.0 | 9.0 | 20.5 | yes | yes |" in text
     assert "| `serving_default` | 64 | 400.0 | 30.0 | 60.0 | **no** | yes |" in text
