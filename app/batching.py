@@ -95,14 +95,31 @@ class Batcher(Generic[T]):
         Returns:
             The result for exactly these rows, in their order.
         """
-        count = row_count(rows)
         if self._max_rows <= 1:
+            count = row_count(rows)
             if count >= self._offload_rows:
                 result = await asyncio.get_running_loop().run_in_executor(None, self._fn, rows)
             else:
                 result = self._fn(rows)
             self._observe(count, 1)
             return result
+        return await self.enqueue(rows)
+
+    @property
+    def batches(self) -> bool:
+        """Whether calls are coalesced (`max_rows` > 1), so `enqueue` may be used."""
+        return self._max_rows > 1
+
+    def enqueue(self, rows: Tensors) -> "asyncio.Future[T]":
+        """Queue `rows` for the next model call and return at once (batching on only).
+
+        Two calls enqueued before either is awaited run in the same turn of the
+        event loop. Cancelling the future before its call leaves its rows out.
+
+        Returns:
+            A future of the result for exactly these rows, in their order.
+        """
+        count = row_count(rows)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append(_Pending(rows, count, future))
@@ -117,7 +134,7 @@ class Batcher(Generic[T]):
             self._timer.cancel()
             self._timer = None
             loop.call_soon(self._drain)
-        return await future
+        return future
 
     def _take(self) -> list[_Pending[T]]:
         batch: list[_Pending[T]] = []

@@ -9,6 +9,9 @@ version's batchers and returns the requested outputs. The envelope rules of
 all three protocols live here, once.
 """
 
+import asyncio
+import inspect
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,6 +288,22 @@ class DataPlane:
         except ModelCallError as exc:
             raise InvalidInput(f"The model refused the input: {exc}") from None
 
+    async def run_both(
+        self, served: ServedVersion, first: tuple[str, Tensors], second: tuple[str, Tensors]
+    ) -> tuple[Tensors, Tensors]:
+        """Two signature calls `(signature, arrays)` begun together (`ServedVersion.start`:
+        batched calls share one turn of the event loop); refusals become 400s as in `run`.
+        When one fails or the request is cancelled, the other is cancelled or its outcome
+        dropped."""
+        pending = [served.start(*first), served.start(*second)]
+        try:
+            return await pending[0], await pending[1]
+        except ModelCallError as exc:
+            raise InvalidInput(f"The model refused the input: {exc}") from None
+        finally:
+            for call in pending:
+                _discard(call)
+
     def require_grad(self, served: ServedVersion) -> None:
         """Refuse gradient requests when disabled or when the model was not exported for them.
 
@@ -299,6 +318,18 @@ class DataPlane:
                 "was not exported by diffround.export (no 'grad' signature described in "
                 "assets.extra/diffround.json)."
             )
+
+
+def _discard(call: Awaitable[Tensors]) -> None:
+    """Drop a started call nobody will await: cancel a pending future, mark a finished
+    one's error as seen (asyncio would log it), close a coroutine never awaited."""
+    if isinstance(call, asyncio.Future):
+        if not call.done():
+            call.cancel()
+        elif not call.cancelled():
+            call.exception()
+    elif inspect.iscoroutine(call):
+        call.close()
 
 
 def _describe_inputs(runner: SignatureRunner) -> str:

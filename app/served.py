@@ -2,7 +2,7 @@
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,12 +78,31 @@ class ServedVersion:
         Returns:
             Every output of the signature for exactly these inputs.
         """
+        batcher = self._batcher(signature, inputs)
+        if batcher is None:
+            return self.runners[signature](inputs)
+        return await batcher.submit(inputs)
+
+    def start(self, signature: str, inputs: Tensors) -> Awaitable[Tensors]:
+        """`call`, begun now where it is batched: two calls started before either is
+        awaited share one turn of the event loop. Elsewhere the call runs when awaited.
+
+        Returns:
+            What to await for the outputs (a future, or the `call` coroutine).
+        """
+        batcher = self._batcher(signature, inputs)
+        if batcher is None or not batcher.batches:
+            return self.call(signature, inputs)
+        return batcher.enqueue(inputs)
+
+    def _batcher(self, signature: str, inputs: Tensors) -> Batcher[Tensors] | None:
+        """The batcher for this signature and input layout, or None when it does not stack."""
         runner = self.runners[signature]
         stackable = self._batchable.get(signature)
         if stackable is None:
             stackable = self._batchable[signature] = batchable(runner)
         if not stackable:
-            return runner(inputs)
+            return None
         if len(inputs) == 1:
             ((only, array),) = inputs.items()
             layout: tuple[tuple[str, tuple[int, ...], str], ...] = (
@@ -97,7 +116,7 @@ class ServedVersion:
             if len(self._batchers) >= 64:  # many layouts (variable dims): keep the newest few
                 self._batchers.pop(next(iter(self._batchers)))
             batcher = self._batchers[key] = self.make_batcher(signature, runner)
-        return await batcher.submit(inputs)
+        return batcher
 
     def warm_up(self) -> None:
         """Call every signature at each warm-up batch size and check what comes back.

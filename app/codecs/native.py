@@ -96,14 +96,15 @@ async def grad(plane: DataPlane, body: bytes) -> Encoded:
     assert grad_map is not None
     strict_types = may_hold_booleans(body)
     arrays = plane.prepare(predict_runner, inputs, strict_types=strict_types)
-    hard = await plane.run(served, predict_runner.name, arrays)
     grad_runner = plane.runner(served, GRAD_SIGNATURE)
     grad_arrays = (
         arrays  # the same specs: the same validated arrays (neither call mutates them)
         if grad_runner.inputs == predict_runner.inputs
         else plane.prepare(grad_runner, inputs, strict_types=strict_types)
     )
-    values = await plane.run(served, GRAD_SIGNATURE, grad_arrays)
+    hard, values = await plane.run_both(
+        served, (predict_runner.name, arrays), (GRAD_SIGNATURE, grad_arrays)
+    )
     outputs: dict[str, Any] = {}
     jacobians: dict[tuple[str, str], np.ndarray] = {}
     hard_json = hard_outputs(served, hard)

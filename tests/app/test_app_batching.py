@@ -1,11 +1,16 @@
 """The dynamic batcher on its own: order, limits, errors, cancelled callers, named inputs."""
 
 import asyncio
+import gc
 
 import numpy as np
 import pytest
 
 from app.batching import Batcher, split_dict
+from app.config import Settings
+from app.dataplane import DataPlane
+from app.errors import InvalidInput
+from app.predictor import ModelCallError
 
 
 def _recording_batcher(max_rows: int, max_wait_s: float = 0.0):
@@ -162,3 +167,94 @@ def test_an_off_loop_failure_reaches_every_caller() -> None:
         )
 
     assert all(isinstance(r, ValueError) for r in asyncio.run(main()))
+
+
+def _named_batcher(name: str, order: list[str], fail: bool = False, max_wait_s: float = 0.0):
+    def fn(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        order.append(name)
+        if fail:
+            raise ModelCallError(f"{name} refused")
+        return {"y": rows["x"] + 1.0}
+
+    return Batcher(fn, split_dict, max_rows=8, max_wait_s=max_wait_s)
+
+
+class _Served:
+    """The one method `DataPlane.run_both` uses: `start(signature, inputs)`."""
+
+    def __init__(self, **batchers: Batcher) -> None:
+        self.batchers = batchers
+
+    def start(self, signature: str, inputs: dict[str, np.ndarray]):
+        return self.batchers[signature].enqueue(inputs)
+
+
+def _collecting(loop: asyncio.AbstractEventLoop) -> list[dict]:
+    """Errors asyncio would log (e.g. "Future exception was never retrieved")."""
+    logged: list[dict] = []
+    loop.set_exception_handler(lambda _, context: logged.append(context))
+    return logged
+
+
+def test_enqueued_calls_of_two_batchers_run_in_the_same_turn_of_the_loop() -> None:
+    order: list[str] = []
+    first, second = _named_batcher("first", order), _named_batcher("second", order)
+
+    async def go():
+        a = first.enqueue({"x": np.zeros((1, 2), np.float32)})
+        b = second.enqueue({"x": np.ones((2, 2), np.float32)})
+        assert not a.done() and not b.done() and order == []
+        await asyncio.sleep(0)  # one turn of the loop runs both queued calls
+        assert a.done() and b.done()
+        return a.result(), b.result()
+
+    a, b = asyncio.run(go())
+    assert order == ["first", "second"]
+    np.testing.assert_array_equal(a["y"], np.ones((1, 2)))
+    np.testing.assert_array_equal(b["y"], np.full((2, 2), 2.0))
+
+
+@pytest.mark.parametrize("failing", [("hard",), ("grad",), ("hard", "grad")])
+def test_run_both_reports_a_refusal_as_invalid_input_and_leaves_nothing_unseen(failing) -> None:
+    order: list[str] = []
+    served = _Served(**{n: _named_batcher(n, order, fail=n in failing) for n in ("hard", "grad")})
+    plane = DataPlane(None, Settings())  # type: ignore[arg-type]
+    rows = {"x": np.zeros((1, 2), np.float32)}
+
+    async def go():
+        await plane.run_both(served, ("hard", rows), ("grad", rows))
+
+    loop = asyncio.new_event_loop()
+    handled = _collecting(loop)
+    with pytest.raises(InvalidInput) as raised:
+        loop.run_until_complete(go())
+    message = str(raised.value)
+    del raised  # its traceback holds run_both's frame, and with it both futures
+    gc.collect()  # a future whose error nobody saw logs it when it is collected
+    loop.close()
+    assert message == f"The model refused the input: {failing[0]} refused"
+    assert handled == []
+    assert order == ["hard", "grad"]  # both were queued together and ran
+
+
+def test_run_both_cancelled_leaves_the_queued_rows_out_of_the_next_call() -> None:
+    order: list[str] = []
+    served = _Served(
+        hard=_named_batcher("hard", order, max_wait_s=0.05),
+        grad=_named_batcher("grad", order, max_wait_s=0.05),
+    )
+    plane = DataPlane(None, Settings())  # type: ignore[arg-type]
+    rows = {"x": np.zeros((1, 2), np.float32)}
+
+    async def go():
+        logged = _collecting(asyncio.get_running_loop())
+        task = asyncio.create_task(plane.run_both(served, ("hard", rows), ("grad", rows)))
+        await asyncio.sleep(0.01)  # both queued, waiting for company
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.1)  # the wait windows pass: nothing is left to call
+        return logged
+
+    assert asyncio.run(go()) == []
+    assert order == []
