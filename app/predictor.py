@@ -118,7 +118,7 @@ def check_inputs(specs: dict[str, TensorSpec], inputs: dict[str, np.ndarray]) ->
 
     A value whose dtype differs is cast when NumPy's "same_kind" rule allows it
     (float64 -> float32, int32 -> int64), as `tf.constant` would; anything else
-    is refused, so that both runtimes accept exactly the same calls.
+    is refused, so that every runtime accepts exactly the same calls.
 
     Args:
         specs: The signature's inputs.

@@ -525,8 +525,8 @@ def choose_runner(
         `(runner, reason)`: the reason is one human sentence naming the runtime,
         e.g. "tflite (from_concrete_functions, XNNPACK): bit-identical to the
         SavedModel on 3 probes x 1/2/7/64 rows (13 calls; chosen in 0.4 s)",
-        "graph (frozen graph, Session in the caller's thread): bit-identical
-        ...; TFLite not used (from_concrete_functions: conversion failed: ops
+        "graph (frozen graph in the caller's thread, single-threaded executor):
+        bit-identical ...; TFLite not used (from_concrete_functions: conversion failed: ops
         TFLite's builtins lack: Erfc, ReluGrad)" or "savedmodel: TFLite not
         used (...); graph not used (...)".
 

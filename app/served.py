@@ -222,7 +222,12 @@ class _Renamed:
 def _runtime(
     served: ServedVersion, path: Path, key: str, runner: SignatureRunner, mode: str
 ) -> tuple[SignatureRunner, str]:
-    """The runner chosen for one signature in `mode` (guarded when it is TFLite), and why."""
+    """The runner chosen for one signature in `mode`, and why.
+
+    A TFLite runner is guarded: inputs beyond the range it was proven on run on the
+    SavedModel. The graph runtime is not: it runs TensorFlow's own kernels on the same
+    graph, so no input range is special to it (the range probes are in its proof too).
+    """
     gradient = key == GRAD_SIGNATURE
     if gradient and mode == "savedmodel":
         return runner, "savedmodel: GRAD_RUNTIME=savedmodel, not converted"

@@ -24,6 +24,16 @@ FORCED_TFLITE = "service-tflite"  # the service with GRAD_RUNTIME=tflite (/grad 
 ROUTE_CONNECTIONS = (1, 32)
 
 
+def exports_gradients(model_dir: Path) -> bool:
+    """Whether a version's metadata (`assets.extra/diffround.json`) maps gradients: what
+    `/grad` needs. Read from disk, so that no server starts for /grad runs that cannot be."""
+    try:
+        metadata = json.loads((Path(model_dir) / "assets.extra" / "diffround.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(metadata, dict) and bool(metadata.get("grad"))
+
+
 def _post(server: Server, path: str, body: bytes) -> dict:
     """POST once; raise unless 200; the decoded answer."""
     status, answer = post_json(server.url + path, body)
@@ -123,10 +133,13 @@ def measure(
     if only:
         under_test = [s for s in under_test if s.name in only]
     # /grad and /predict once more, 1 row, 1 connection, on a service with `grad` forced
-    # onto TFLite (`GRAD_RUNTIME=tflite`: converted with its gradient ops rewritten).
+    # onto TFLite (`GRAD_RUNTIME=tflite`: converted with its gradient ops rewritten); only
+    # for a model whose metadata maps gradients (else /grad answers 404 anyway).
     forced = (
         [servers.service(models_root, model, grad_runtime="tflite", name=FORCED_TFLITE)]
-        if big_and_grad and any(s.name == "service" for s in under_test)
+        if big_and_grad
+        and any(s.name == "service" for s in under_test)
+        and exports_gradients(model_dir)
         else []
     )
     by_name = {s.name: s for s in under_test + forced}

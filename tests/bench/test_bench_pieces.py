@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sysconfig
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -317,3 +318,22 @@ def test_served_root_serves_any_saved_model_dir_under_its_name(tmp_path):
     assert (root / "mine" / "7").is_dir()
     with pytest.raises(SystemExit, match="not a SavedModel"):
         served_root(tmp_path, root=tmp_path / "root")
+
+
+def test_exports_gradients_reads_the_metadata_grad_map(tmp_path):
+    from bench.http_load import exports_gradients
+
+    def version(name: str, metadata: str | None) -> Path:
+        path = tmp_path / name
+        (path / "assets.extra").mkdir(parents=True)
+        if metadata is not None:
+            (path / "assets.extra" / "diffround.json").write_text(metadata)
+        return path
+
+    grad = {"outputs": {"bits": {"relaxed": "bits__relaxed"}}, "layers": {}}
+    assert exports_gradients(version("diffround", json.dumps({"grad": grad}))) is True
+    assert exports_gradients(version("no-map", json.dumps({"grad": None}))) is False
+    assert exports_gradients(version("plain", None)) is False  # Keras export, TF1 graph
+    assert exports_gradients(version("broken", "{not json")) is False
+    assert exports_gradients(version("a-list", "[1, 2]")) is False
+    assert exports_gradients(tmp_path / "missing") is False
