@@ -186,10 +186,11 @@ def test_tflite_runner_reused_across_batch_sizes_stays_equal(built):
         np.testing.assert_array_equal(first[name], value, err_msg=name)
 
 
-def test_tflite_runner_is_thread_safe(built):
+@pytest.mark.parametrize("mode", ["auto", "graph"])
+def test_tflite_and_graph_runners_are_thread_safe(built, mode):
     path, loaded = built["multi"]
-    runner, reason = choose_runner(path, loaded, "serving_default", [_multi_probe(2, 1)])
-    assert isinstance(runner, TFLiteRunner), reason
+    runner, reason = choose_runner(path, loaded, "serving_default", [_multi_probe(2, 1)], mode)
+    assert isinstance(runner, TFLiteRunner if mode == "auto" else GraphRunner), reason
     cases = [_multi_probe(rows, rows) for rows in (1, 64, 7, 2)]
     wanted = [_multi_reference(**case) for case in cases]
     failures: list[str] = []
@@ -427,28 +428,6 @@ def test_graph_runner_reports_the_graphs_own_checks_and_runs_strings(checked):
     assert list(got["upper"]) == [b"ABC", "D\u00e9".encode(), b""]  # ASCII letters only
     np.testing.assert_array_equal(got["length"], want["length"])
     assert runtimes.compare(reference, words, runtimes.probe_batches([text], words.inputs)) is None
-
-
-def test_graph_runner_is_thread_safe(built):
-    _, loaded = built["multi"]
-    runner, _ = _graph(loaded, "serving_default")
-    cases = [_multi_probe(rows, rows) for rows in (1, 64, 7, 2)]
-    wanted = [_multi_reference(**case) for case in cases]
-    failures: list[str] = []
-
-    def hammer(start: int) -> None:
-        for i in range(200):
-            j = (start + i) % len(cases)
-            got = runner(cases[j])
-            if any(not np.array_equal(got[k], v) for k, v in wanted[j].items()):
-                failures.append(f"thread {start} call {i}")
-
-    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
 
 
 def test_graph_mode_does_not_try_tflite(built):
