@@ -106,7 +106,10 @@ def export(
     4096). Pairs above `max_jacobian_elements` (default 65536), or whose
     non-batch shape is not fully known, are left out and listed in the
     metadata's `grad.omitted_jacobians`, as are integer inputs (no gradient);
-    `jacobians=False` leaves out all of them.
+    `jacobians=False` leaves out all of them. An output of at most
+    `signatures.UNROLLED_JACOBIAN_OUTPUTS` (16) elements per row gets its
+    Jacobian from one backward pass per element, a wider one from
+    `tape.batch_jacobian` (`signatures.row_jacobian`).
 
     Args:
         model: A built Keras 3 model (functional, Sequential or subclassed)
