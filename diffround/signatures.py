@@ -276,9 +276,7 @@ def row_jacobian(
     rows = []
     for k in range(outputs):
         seed = tf.broadcast_to(tf.one_hot(k, outputs, dtype=target.dtype), tf.shape(target))
-        gradient = tape.gradient(
-            target, source, output_gradients=seed, unconnected_gradients=zero
-        )
+        gradient = tape.gradient(target, source, output_gradients=seed, unconnected_gradients=zero)
         rows.append(gradient)
     return tf.stack(rows, axis=1)
 
