@@ -12,6 +12,7 @@ import numpy as np
 from app.batching import Batcher, Tensors
 from app.metadata import ModelInfo, warm_up_inputs
 from app.predictor import GRAD_SIGNATURE, InvalidModel, Predictor, SignatureRunner
+from app.probes import answered, random_probes, range_probes
 from app.runtimes import choose_runner
 
 logger = logging.getLogger(__name__)
@@ -165,22 +166,6 @@ class ServedVersion:
 TFLITE_INPUT_BOUND = 1e6
 
 
-def range_probes(runner: SignatureRunner, probes: list[Tensors], bound: float) -> list[Tensors]:
-    """Probes whose float inputs reach `bound`: one scaled to it, one uniform in [-bound, bound]."""
-    extra: list[Tensors] = []
-    rng = np.random.default_rng(0)
-    for probe in probes[:1]:
-        scaled, uniform = dict(probe), dict(probe)
-        for name, value in probe.items():
-            if runner.inputs[name].dtype.kind == "f":
-                peak = float(np.max(np.abs(value), initial=0.0)) or 1.0
-                scaled[name] = (value * (bound / peak)).astype(value.dtype)
-                uniform[name] = rng.uniform(-bound, bound, value.shape).astype(value.dtype)
-        if any(scaled[n] is not probe[n] for n in probe):
-            extra += [scaled, uniform]
-    return extra
-
-
 class _Guarded:
     """A TFLite runner inside the input range it was proven on, the SavedModel outside it."""
 
@@ -235,6 +220,7 @@ def _runtime(
         return runner, "savedmodel: /grad is disabled (ENABLE_GRAD=false), not converted"
     probes = warm_up_inputs(served.info, runner)
     probes += range_probes(runner, probes, TFLITE_INPUT_BOUND)
+    probes += answered(runner, random_probes(runner.inputs, bound=TFLITE_INPUT_BOUND))
     try:
         fast, reason = choose_runner(
             str(path),
