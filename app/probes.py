@@ -1,4 +1,4 @@
-"""Inputs that prove a faster runtime equal to the SavedModel before it serves.
+"""Inputs that prove a faster runtime equal to the SavedModel, and batching safe, at load.
 
 A runtime is kept only where its answers are bit-identical to the SavedModel's
 on every probe (`app.runtimes.choose_runner`). The metadata's examples (or a
@@ -16,6 +16,9 @@ reduction in another order went unnoticed (`reduce_sum` over 6 values: 39 of
   half-integers among the floats (where rounding breaks ties); kept only where
   the SavedModel answers them (`answered`: a model may refuse an index out of
   its range).
+
+The same drawn rows decide whether a signature's requests may be stacked into
+one call (`row_independence`).
 """
 
 from collections.abc import Sequence
@@ -158,3 +161,82 @@ def _floats(
     if shape and shape[0] >= 4:
         values[3::4] = np.round(values[3::4] * 2.0) / 2.0  # exact integers and half-integers
     return np.clip(values, -limit, limit).astype(dtype)
+
+
+#: Float outputs of a row may differ by this many units in the last place of the output's
+#: largest value between batch sizes and still count as the same answer for batching.
+BATCH_ULPS = 8
+
+
+def row_independence(runner: SignatureRunner, probes: Sequence[Tensors]) -> tuple[bool, str]:
+    """Whether stacking requests keeps each request's answer, and how closely.
+
+    Dynamic batching answers each request with its rows of a larger call. That is
+    the answer a call on the request alone gives only when every row's outputs
+    depend on that row alone: not for a model that normalises over the batch
+    (`x - reduce_mean(x, axis=0)`). TensorFlow's kernels may also round the last
+    bits of a row differently at another batch size (a vectorised `exp` for
+    most elements, a scalar one for the tail), as they do for a direct caller
+    who batches differently; such differences are tolerated up to `BATCH_ULPS`
+    units in the last place of each output's largest value. Non-float outputs
+    (hard integer codes, strings) must be identical. The check calls the runner
+    on 7 distinct rows and on the slices [0:1], [1:3] and [3:7], and compares.
+
+    Args:
+        runner: The signature's serving runner (batch-major inputs and outputs).
+        probes: Probes it answers; the first whose inputs share at least 7 rows,
+            not all equal, is used.
+
+    Returns:
+        `(True, "bit for bit")` or `(True, "floats within N ulps ...")` when
+        batching keeps the answers; `(False, the first difference)` otherwise.
+
+    Raises:
+        LookupError: No probe has 7 rows with at least two of them different.
+    """
+    rows = 7
+    for probe in probes:
+        counts = {value.shape[0] if value.ndim else 0 for value in probe.values()}
+        if len(counts) != 1 or counts.pop() < rows:
+            continue
+        sample = {name: value[:rows] for name, value in probe.items()}
+        if all((value == value[:1]).all() for value in sample.values()):
+            continue  # copies of one row cannot show rows influencing each other
+        whole = runner(sample)
+        exact = True
+        for start, stop in ((0, 1), (1, 3), (3, rows)):
+            part = runner({name: value[start:stop] for name, value in sample.items()})
+            for name, value in whole.items():
+                expected = np.ascontiguousarray(value[start:stop])
+                got = np.ascontiguousarray(part[name])
+                if expected.tobytes() == got.tobytes():
+                    continue
+                exact = False
+                if not _within_ulps(expected, got, value):
+                    return False, (
+                        f"output '{name}' of rows {start}..{stop - 1} called alone differs from "
+                        f"the same rows in a {rows}-row call"
+                    )
+        if exact:
+            return True, "bit for bit"
+        return True, (
+            f"floats within {BATCH_ULPS} ulps of each output's largest value: kernels round "
+            "the last bits differently at another batch size"
+        )
+    raise LookupError("no probe with 7 distinct rows that the model answers")
+
+
+def _within_ulps(expected: np.ndarray, got: np.ndarray, whole: np.ndarray) -> bool:
+    """Float arrays equal to within `BATCH_ULPS` ulps of `whole`'s largest finite magnitude
+    (NaN where NaN, infinities equal); any difference in a non-float array is too much."""
+    if expected.dtype.kind != "f" or expected.shape != got.shape:
+        return False
+    finite = np.isfinite(expected)
+    if not np.array_equal(finite, np.isfinite(got)):
+        return False
+    if not np.array_equal(expected[~finite], got[~finite], equal_nan=True):
+        return False
+    scale = float(np.max(np.abs(whole[np.isfinite(whole)]), initial=0.0))
+    tolerance = BATCH_ULPS * float(np.spacing(np.asarray(scale, dtype=expected.dtype)))
+    gap = np.abs(expected[finite].astype(np.float64) - got[finite].astype(np.float64))
+    return bool(np.all(gap <= tolerance))

@@ -384,6 +384,7 @@ class ModelRepository:
         # With /grad disabled nothing calls `grad`: no load time spent converting it.
         grad_runtime = settings.grad_runtime if settings.enable_grad else "disabled"
         select_runtimes(served, path, settings.runtime, grad_runtime)
+        served.check_batching(settings.batch_max_size > 1)
         return served
 
     def _freeze_heap(self) -> None:
@@ -403,14 +404,32 @@ class ModelRepository:
 
     @property
     def ready(self) -> bool:
-        """True when at least one model serves a version."""
-        return any(entry.serving is not None for entry in self._models.values())
+        """True when a model serves a version and `DEFAULT_MODEL`, when on disk, is not still
+        waiting for its first load (requests naming no model would get 503 meanwhile)."""
+        if not any(entry.serving is not None for entry in self._models.values()):
+            return False
+        return self._default_awaiting_load() is None
+
+    def _default_awaiting_load(self) -> ModelEntry | None:
+        """`DEFAULT_MODEL`'s entry while it is on disk, unserved, and a version of it is
+        loading or not yet tried (None otherwise, also once every version was refused)."""
+        entry = self._models.get(self._settings.default_model)
+        if entry is None or entry.serving is not None:
+            return None
+        untried = any(version not in entry.refused for version in entry.on_disk)
+        return entry if entry.loading is not None or untried else None
 
     @property
     def not_ready_reason(self) -> str:
         """Why the service is not ready (empty when it is)."""
         if self.ready:
             return ""
+        waiting = self._default_awaiting_load()
+        if waiting is not None and self._scanned:
+            return (
+                f"Loading the default model '{waiting.name}' (DEFAULT_MODEL); "
+                "other models may already answer requests that name them."
+            )
         if not self._scanned:
             return "Loading models: the first scan of MODELS_ROOT has not finished."
         if any(entry.loading is not None for entry in self._models.values()):
@@ -432,11 +451,12 @@ class ModelRepository:
     def default_name(self) -> str | None:
         """The model answering requests that name none.
 
-        `DEFAULT_MODEL` when it is served; otherwise the only served model, if exactly one is.
+        `DEFAULT_MODEL` whenever it is on disk (served, loading, or refused: never another
+        model in its place); otherwise the only served model, if exactly one is.
         """
         configured = self._settings.default_model
         entry = self._models.get(configured)
-        if entry is not None and entry.serving is not None:
+        if entry is not None and (entry.on_disk or entry.serving is not None):
             return configured
         served = [name for name, e in self._models.items() if e.serving is not None]
         return served[0] if len(served) == 1 else None
@@ -483,11 +503,22 @@ class ModelRepository:
                     raise ModelNotReady(self.not_ready_reason)
                 served = ", ".join(e.name for e in self.entries() if e.serving is not None)
                 raise ModelNotFound(
-                    f"No default model is configured and served; name one of: {served}."
+                    f"Name a model: DEFAULT_MODEL '{self._settings.default_model}' is not in "
+                    f"MODELS_ROOT and more than one model is served ({served})."
                 )
         entry = self.entry(name)
         serving = entry.serving
         if serving is None:
+            if (
+                entry.loading is None
+                and entry.on_disk
+                and entry.on_disk.keys() <= entry.refused.keys()
+            ):
+                reasons = "; ".join(
+                    f"version {version}: {refusal.reason}"
+                    for version, refusal in sorted(entry.refused.items())
+                )
+                raise ModelNotReady(f"Model '{name}' has no loadable version ({reasons[:500]}).")
             raise ModelNotReady(f"Model '{name}' has no loaded version yet.")
         if version is None or version == serving.version:
             return serving

@@ -12,7 +12,7 @@ import numpy as np
 from app.batching import Batcher, Tensors
 from app.metadata import ModelInfo, warm_up_inputs
 from app.predictor import GRAD_SIGNATURE, InvalidModel, Predictor, SignatureRunner
-from app.probes import answered, random_probes, range_probes
+from app.probes import answered, random_probes, range_probes, row_independence
 from app.runtimes import choose_runner
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ class ServedVersion:
     loaded_at: float = field(default_factory=time.time)
     #: Signature -> (runtime, why): "tflite", "graph" or "savedmodel" and the reason.
     runtimes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Signature -> whether its requests are stacked into shared calls, and why ("on: ..."
+    #: or "off: ...", `check_batching`).
+    batching: dict[str, str] = field(default_factory=dict)
     _batchers: dict[BatchKey, Batcher[Tensors]] = field(default_factory=dict)
     _batchable: dict[str, bool] = field(default_factory=dict)
 
@@ -118,6 +121,38 @@ class ServedVersion:
                 self._batchers.pop(next(iter(self._batchers)))
             batcher = self._batchers[key] = self.make_batcher(signature, runner)
         return batcher
+
+    def check_batching(self, enabled: bool) -> None:
+        """Decide, per signature, whether requests are stacked into shared model calls.
+
+        Only where every input and output is batch-major and each row's answer is
+        the same alone as among other rows (`app.probes.row_independence` on
+        rows drawn from the signature's specs); a model whose rows depend on each
+        other gets one call per request. Run after `select_runtimes`, on the
+        runners that serve.
+
+        Args:
+            enabled: Whether batching is on at all (`BATCH_MAX_SIZE` > 1).
+        """
+        for key, runner in self.runners.items():
+            if not batchable(runner):
+                self._batchable[key] = False
+                self.batching[key] = "off: not every input and output has the batch dimension first"
+                continue
+            if not enabled:
+                self.batching[key] = "off: BATCH_MAX_SIZE=1"
+                continue
+            probes = answered(runner, random_probes(runner.inputs, bound=TFLITE_INPUT_BOUND))
+            try:
+                independent, detail = row_independence(runner, probes)
+            except LookupError as exc:
+                self.batching[key] = f"on: row independence not checked ({exc})"
+                continue
+            if independent:
+                self.batching[key] = f"on: each row answers alone as among other rows ({detail})"
+            else:
+                self._batchable[key] = False
+                self.batching[key] = f"off: {detail}; each request gets its own call"
 
     def warm_up(self) -> None:
         """Call every signature at each warm-up batch size and check what comes back.

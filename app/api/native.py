@@ -110,8 +110,9 @@ class ModelStatus(BaseModel):
         "(`diffround.export`) and the service runs with `ENABLE_GRAD=true`."
     )
     runtimes: dict[str, dict[str, str]] = Field(
-        description="Per signature: `tflite`, `graph` or `savedmodel`, and why "
-        "(RUNTIME and GRAD_RUNTIME settings)."
+        description="Per signature: `runtime` (`tflite`, `graph` or `savedmodel`) and "
+        "`reason` (RUNTIME and GRAD_RUNTIME settings); `batching`: whether its requests "
+        "share model calls (`on: ...` or `off: ...`, and why)."
     )
 
 
@@ -194,7 +195,11 @@ async def list_models(repository: RepositoryDep, plane: DataPlaneDep) -> dict[st
                     and plane.settings.enable_grad
                 ),
                 "runtimes": {
-                    key: {"runtime": runtime, "reason": reason}
+                    key: {
+                        "runtime": runtime,
+                        "reason": reason,
+                        "batching": entry.serving.batching.get(key, "on"),
+                    }
                     for key, (runtime, reason) in sorted(entry.serving.runtimes.items())
                 }
                 if entry.serving

@@ -138,6 +138,11 @@ def _read_input(
         or not all(type(d) is int and 0 <= d < 2**31 for d in shape)
         or len(shape) > 32
     ):
+        if isinstance(shape, list) and all(type(d) is int for d in shape) and len(shape) <= 32:
+            raise InvalidInput(
+                f"{what} has shape {shape}: give every dimension's actual size (-1 is how the "
+                f"model marks a variable one); the model takes {show_shape(spec.shape)}."
+            )
         raise InvalidInput(
             f"{what} needs a 'shape': a list of non-negative integers, "
             f"expected {show_shape(spec.shape)}; got {str(shape)[:64]}."
@@ -150,11 +155,12 @@ def _read_input(
     if parameters is not None and not isinstance(parameters, dict):
         raise InvalidInput(f"'parameters' of {what} must be an object.")
     size = (parameters or {}).get("binary_data_size")
+    if datatype != expected_type:  # as Triton: the declared datatype is the model's, or a 400
+        form = "Binary " if size is not None else ""
+        raise InvalidInput(
+            f"{form}{what} has datatype {datatype}, the model declares {expected_type}."
+        )
     if size is not None:
-        if datatype != expected_type:
-            raise InvalidInput(
-                f"Binary {what} has datatype {datatype}, the model declares {expected_type}."
-            )
         if spec.dtype == np.object_:
             raise InvalidInput(f"{what} is BYTES: send it as JSON 'data', not binary.")
         if type(size) is not int or size < 0:
@@ -170,9 +176,6 @@ def _read_input(
         return name, array, size
     if "data" not in tensor:
         raise InvalidInput(f"{what} has neither 'data' nor binary_data_size.")
-    numeric = datatype not in ("BYTES", "BOOL")
-    if numeric != (spec.dtype.kind in "iuf"):
-        raise InvalidInput(f"{what} has datatype {datatype}, the model declares {expected_type}.")
     data = tensor["data"]
     if not isinstance(data, list):
         raise InvalidInput(f"The data of {what} must be a list, got {kind(data)}.")
@@ -335,6 +338,10 @@ def _shaped(name: str, value: Any, runner: SignatureRunner, plane: DataPlane) ->
         return value
     flat, shape = value
     spec = runner.inputs[name]
+    if runner.strict_shapes and spec.shape is not None and len(shape) != len(spec.shape):
+        raise InvalidInput(
+            f"Input '{name}' has shape {list(shape)}; the model takes {show_shape(spec.shape)}."
+        )
     if spec.batched and shape:
         plane.check_rows(shape[0])
     return _nest(flat, shape, spec)
