@@ -46,7 +46,7 @@ def array_footprint(content: Any) -> tuple[int, int]:
         elif kind is dict or isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list | tuple) and item:
-            if isinstance(item[0], float | int):  # a list of numbers: as wide as doubles
+            if not isinstance(item[0], _CONTAINERS):  # a list of scalars: as wide as doubles
                 values += len(item)
                 bound += 25 * len(item)
             else:
@@ -54,6 +54,8 @@ def array_footprint(content: Any) -> tuple[int, int]:
     return values, bound
 
 
+#: What a list of values may nest (a list starting with anything else is one of scalars).
+_CONTAINERS = (list, tuple, dict, np.ndarray)
 #: Leaves that hold no array: skipped without further checks.
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 

@@ -8,12 +8,22 @@
 - status: `model_version_status`, AVAILABLE for the served version, END for refused ones.
 - metadata: `model_spec` and `signature_def` with every signature's inputs and outputs.
 
+Values follow TF Serving's JSON mapping: non-finite floats are its `NaN`,
+`Infinity` and `-Infinity` tokens (not strict JSON; Python's `json` reads
+them), and every value of a tensor whose name ends in `_bytes` is
+`{"b64": ...}` (other strings are text, `{"b64": ...}` only where not UTF-8).
+
 Errors are `{"error": msg}` with TF Serving's codes (400, 404, 503; 401 and
 413 from the HTTP layer). Like TF Serving, the body is read as JSON whatever
 its Content-Type (`curl -d` sends a form type).
 """
 
+import base64
+import os
 from typing import Any
+
+import numpy as np
+import orjson
 
 from app.codecs.common import (
     Encoded,
@@ -29,7 +39,7 @@ from app.dataplane import DataPlane
 from app.errors import InvalidInput, ModelNotFound
 from app.repository import ModelRepository
 from app.served import ServedVersion
-from app.tensors import TF_DATATYPES
+from app.tensors import TF_DATATYPES, all_finite
 from app.validation import decode_json_async
 
 FIELDS = ("signature_name", "instances", "inputs")
@@ -56,12 +66,12 @@ async def predict(plane: DataPlane, body: bytes, name: str, version: int | None)
         inputs = columnar_inputs(document["inputs"], runner, "inputs")
     result = await plane.infer_on(served, runner, inputs, strict_types=may_hold_booleans(body))
     # Values as their dtype writes them (TF Serving answers a float32 0 as 0.0).
-    outputs = {key: json_value(value) for key, value in result.outputs.items()}
+    outputs = {key: _tf_serving_value(key, value) for key, value in result.outputs.items()}
     if not has_instances:
         value: Any = next(iter(outputs.values())) if len(outputs) == 1 else outputs
-        return Encoded(await encode_json(plane, {"outputs": value}))
+        return await _encoded(plane, {"outputs": value})
     if len(outputs) == 1:
-        return Encoded(await encode_json(plane, {"predictions": next(iter(outputs.values()))}))
+        return await _encoded(plane, {"predictions": next(iter(outputs.values()))})
     rows = {len(array) for array in result.outputs.values() if array.ndim >= 1}
     if len(rows) != 1 or any(array.ndim == 0 for array in result.outputs.values()):
         raise InvalidInput(
@@ -70,7 +80,50 @@ async def predict(plane: DataPlane, body: bytes, name: str, version: int | None)
         )
     count = rows.pop()
     predictions = [{key: value[i] for key, value in outputs.items()} for i in range(count)]
-    return Encoded(await encode_json(plane, {"predictions": predictions}))
+    return await _encoded(plane, {"predictions": predictions})
+
+
+#: Stand-ins for non-finite floats in the document, swapped for TF Serving's tokens once
+#: encoded (a per-process random text, so no output string can be one).
+_MARK = "\x00" + os.urandom(8).hex()
+_TOKENS = {f"{_MARK}nan": b"NaN", f"{_MARK}inf": b"Infinity", f"{_MARK}-inf": b"-Infinity"}
+#: The same as they appear in orjson's output.
+_ENCODED_MARK = orjson.dumps(_MARK)[1:-1]
+_ENCODED_TOKENS = [(orjson.dumps(mark), token) for mark, token in _TOKENS.items()]
+
+
+def _tf_serving_value(name: str, array: np.ndarray) -> Any:
+    """An output as TF Serving writes it: `json_value`, with non-finite floats marked for
+    `_encoded` and a `*_bytes` tensor's values all `{"b64": ...}`."""
+    if array.dtype == np.object_ and name.endswith("_bytes"):
+        return _base64(array)
+    if array.dtype.kind != "f" or all_finite(array):
+        return json_value(array)
+    if array.dtype.itemsize == 2:
+        array = array.astype(np.float32)
+    # Numpy scalars keep their dtype's shortest form when orjson writes them.
+    values = np.array(list(array.reshape(-1)), dtype=object)
+    values[np.isnan(array.reshape(-1))] = f"{_MARK}nan"
+    values[np.isposinf(array.reshape(-1))] = f"{_MARK}inf"
+    values[np.isneginf(array.reshape(-1))] = f"{_MARK}-inf"
+    return values.reshape(array.shape).tolist()
+
+
+def _base64(array: np.ndarray) -> Any:
+    def one(value: Any) -> dict[str, str]:
+        raw = value if isinstance(value, bytes) else str(value).encode()
+        return {"b64": base64.b64encode(raw).decode()}
+
+    return np.vectorize(one, otypes=[object])(array).tolist() if array.size else array.tolist()
+
+
+async def _encoded(plane: DataPlane, document: dict[str, Any]) -> Encoded:
+    """The answer's JSON with the marked non-finite floats as `NaN`/`Infinity` tokens."""
+    body = await encode_json(plane, document)
+    if _ENCODED_MARK in body:
+        for marked, token in _ENCODED_TOKENS:
+            body = body.replace(marked, token)
+    return Encoded(body)
 
 
 def status(repository: ModelRepository, name: str, version: int | None) -> Encoded:
