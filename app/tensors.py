@@ -337,6 +337,11 @@ def check_shape(array: np.ndarray, spec: TensorSpec, what: str) -> None:
     raise InvalidInput(f"{what} has shape {show_shape(shape)}, expected {show_shape(declared)}.")
 
 
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    """C-contiguous, rank kept (`np.ascontiguousarray` turns a 0-d array into a 1-d one)."""
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
 def json_to_array(
     value: Any, spec: TensorSpec, *, what: str, strict_shape: bool, strict_types: bool = True
 ) -> np.ndarray:
@@ -394,7 +399,7 @@ def json_to_array(
         if spec.shape is not None and array.ndim != len(spec.shape) and isinstance(value, list):
             _explain_shape(value, spec, what, batched)
         check_shape(array, spec, what)
-    return np.ascontiguousarray(array)
+    return _contiguous(array)
 
 
 def binary_to_array(
@@ -432,4 +437,4 @@ def binary_to_array(
                 f"{_where(what, index, spec.batched)} is {array[index]}: "
                 "inputs must be finite numbers."
             )
-    return np.ascontiguousarray(array)
+    return _contiguous(array)

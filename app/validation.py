@@ -168,7 +168,7 @@ def _explain_decode_error(body: bytes, reason: str, max_depth: int) -> str:
     if "depth limit" in reason or "recursion" in reason:
         return _too_deep(max_depth).message
     if "UTF-8" in reason:
-        return f"The request body is not valid UTF-8 ({reason})."
+        return f"The request body is not valid UTF-8 ({_first_invalid_utf8(body) or reason})."
     # orjson rejects the NaN/Infinity literals Python's json module writes;
     # re-parse with the standard library only to say so by name.
     try:
@@ -182,6 +182,16 @@ def _explain_decode_error(body: bytes, reason: str, max_depth: int) -> str:
     except (ValueError, RecursionError):
         pass
     return f"The request body is not valid JSON: {reason}."
+
+
+def _first_invalid_utf8(body: bytes) -> str | None:
+    """Where a body stops being UTF-8 ("byte 0xff at offset 30"), or None when it is UTF-8
+    (orjson also refuses encoded surrogates, which Python's decoder names the same way)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"byte 0x{body[exc.start]:02x} at offset {exc.start}: {exc.reason}"
+    return None
 
 
 class JsonStructure(NamedTuple):

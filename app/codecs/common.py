@@ -66,7 +66,7 @@ def json_value(array: np.ndarray, *, integral: bool = False) -> Any:
     if array.dtype == np.object_:
         return _strings(array)
     if integral and array.dtype.kind == "f" and all_finite(array):
-        return np.ascontiguousarray(array, dtype=np.int64)
+        return np.asarray(array, dtype=np.int64, order="C")  # rank kept, also for 0-d
     if array.dtype.kind == "f" and array.dtype.itemsize == 2:
         array = array.astype(np.float32)
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)

@@ -54,7 +54,8 @@ async def predict(plane: DataPlane, body: bytes, name: str, version: int | None)
     has_instances, has_inputs = "instances" in document, "inputs" in document
     if has_instances == has_inputs:
         raise InvalidInput(
-            "Missing 'inputs' or 'instances' key"
+            "Missing 'inputs' or 'instances' key: send {\"instances\": [<row>, ...]} or "
+            '{"inputs": <tensor or object of named tensors>}.'
             if not has_instances
             else "Request body must have exactly one of 'instances' or 'inputs', not both."
         )

@@ -120,7 +120,14 @@ CASES = [
         "MAX_BODY_BYTES",
     ),
     ("truncated-json", "/predict", b'{"inputs": [[1, 2', JSON, 422, "not valid JSON"),
-    ("invalid-utf8", "/predict", b'{"inputs": "\xff\xfe"}', JSON, 422, "not valid UTF-8"),
+    (
+        "invalid-utf8",
+        "/predict",
+        b'{"inputs": "\xff\xfe"}',
+        JSON,
+        422,
+        "not valid UTF-8 (byte 0xff at offset 12: invalid start byte)",
+    ),
     ("empty-body", "/predict", b"", JSON, 422, "body is empty"),
     ("deep-nesting", "/predict", b"[" * 2000 + b"]" * 2000, JSON, 422, "nested too deeply"),
     ("not-an-object", "/predict", body([GOOD_ROW]), JSON, 422, "must be a JSON object"),
@@ -220,7 +227,8 @@ CASES = [
         body({"signature_name": "serving_default"}),
         JSON,
         400,
-        "Missing 'inputs' or 'instances' key",
+        "Missing 'inputs' or 'instances' key: send {\"instances\": [<row>, ...]} or "
+        '{"inputs": <tensor or object of named tensors>}.',
     ),
     (
         "tfserving-wrong-width",

@@ -104,3 +104,40 @@ def test_v2_datatype_and_shape_mismatches_are_400s_naming_both(v2_models, run):
     assert good.status_code == 200 and good.json()["outputs"][0]["data"] == [24.0]
     assert flat.status_code == 200 and flat.json()["outputs"][0]["data"] == [2.0, 4.0, 6.0]
     assert np.asarray(flat.json()["outputs"][0]["shape"]).tolist() == [3]
+
+
+class _UnknownRank(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="t")])
+    def serve(self, t):
+        return {"sq": t * t, "whole": tf.round(t * t)}
+
+
+def test_a_scalar_stays_a_scalar_on_every_protocol(tmp_path: Path, run):
+    module = _UnknownRank()
+    tf.saved_model.save(
+        module, str(tmp_path / "unkrank" / "1"), signatures={"serving_default": module.serve}
+    )
+
+    async def go():
+        async with serving(make_settings(tmp_path, default_model="unkrank")) as client:
+            await wait_for_model(client, "unkrank")
+            return (
+                await client.post("/predict", json={"inputs": 1.5}),
+                await client.post("/v1/models/unkrank:predict", json={"inputs": 1.5}),
+                await client.post(
+                    "/v2/models/unkrank/infer",
+                    json={
+                        "inputs": [{"name": "t", "shape": [], "datatype": "FP32", "data": [1.5]}]
+                    },
+                ),
+                await client.post("/predict", json={"inputs": [1.5]}),
+            )
+
+    native, v1, v2, vector = run(go())
+    assert native.json()["outputs"] == {"sq": 2.25, "whole": 2.0}
+    assert v1.json()["outputs"] == {"sq": 2.25, "whole": 2.0}
+    assert sorted((o["name"], o["shape"], o["data"]) for o in v2.json()["outputs"]) == [
+        ("sq", [], [2.25]),
+        ("whole", [], [2.0]),
+    ]
+    assert vector.json()["outputs"] == {"sq": [2.25], "whole": [2.0]}
