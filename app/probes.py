@@ -30,6 +30,8 @@ from app.predictor import SignatureRunner, TensorSpec
 
 #: Distinct rows per generated probe (the largest probe batch, `PROBE_BATCH_SIZES`).
 ROWS = 64
+#: Fewest rows a generated probe has (what `row_independence` needs), however large a row.
+MIN_ROWS = 7
 #: Widths tried for a non-batch dimension the signature leaves open (-1).
 OPEN_WIDTHS = (1, 7, 64)
 #: Most values one generated probe holds, all inputs together (rows shrink to fit).
@@ -59,9 +61,10 @@ def random_probes(specs: dict[str, TensorSpec], *, bound: float, seed: int = 0) 
     """Inputs drawn at random from a signature's specs, rows all different.
 
     Every probe fills each input's declared shape: `ROWS` rows for a batch
-    dimension (fewer when a row is large: `PROBE_VALUES` in all), each open
-    non-batch dimension at one of `OPEN_WIDTHS` (all open dimensions of a probe
-    share it, so inputs that must agree do). Floats: normal values at scales
+    dimension (fewer when a row is large: `PROBE_VALUES` in all, but at least
+    `MIN_ROWS`), each open non-batch dimension at one of `OPEN_WIDTHS` (all
+    open dimensions of a probe share it, so inputs that must agree do; wider
+    ones only within `PROBE_VALUES`). Floats: normal values at scales
     from 1e-3 to 1e3 (at most `bound`), every fourth row snapped to
     half-integers; integers and booleans uniform; strings short decimal numbers.
 
@@ -81,8 +84,8 @@ def random_probes(specs: dict[str, TensorSpec], *, bound: float, seed: int = 0) 
     probes: list[Tensors] = []
     for width in OPEN_WIDTHS if has_open else OPEN_WIDTHS[:1]:
         row_values = sum(_row_size(spec, width) for spec in specs.values())
-        rows = min(ROWS, max(1, PROBE_VALUES // max(row_values, 1)))
-        if has_open and row_values * rows > PROBE_VALUES:
+        rows = min(ROWS, max(MIN_ROWS, PROBE_VALUES // max(row_values, 1)))
+        if has_open and width != OPEN_WIDTHS[0] and row_values * rows > PROBE_VALUES:
             continue
         for value_range in RANGES:
             probe: Tensors = {}
@@ -194,7 +197,7 @@ def row_independence(runner: SignatureRunner, probes: Sequence[Tensors]) -> tupl
     Raises:
         LookupError: No probe has 7 rows with at least two of them different.
     """
-    rows = 7
+    rows = MIN_ROWS
     for probe in probes:
         counts = {value.shape[0] if value.ndim else 0 for value in probe.values()}
         if len(counts) != 1 or counts.pop() < rows:

@@ -9,7 +9,7 @@ import tensorflow as tf
 from svc_helpers import make_settings, serving, wait_for_model
 
 from app.predictor import ModelCallError, TensorSpec
-from app.probes import OPEN_WIDTHS, PROBE_VALUES, ROWS, answered, random_probes
+from app.probes import MIN_ROWS, OPEN_WIDTHS, PROBE_VALUES, ROWS, answered, random_probes
 
 
 def _spec(name: str, dtype: str, shape: tuple[int, ...] | None) -> TensorSpec:
@@ -53,11 +53,13 @@ def test_open_dimensions_are_tried_at_several_widths_within_the_value_budget():
     for probe in probes:
         assert probe["v"].shape[1] == probe["m"].shape[1]  # open dims share a width
         assert probe["v"].dtype == np.float16 and np.isfinite(probe["v"]).all()
+    # Large rows: fewer of them, never under MIN_ROWS; no wider open widths past the budget.
     big = random_probes({"image": _spec("image", "float32", (-1, 512, 512, 3))}, bound=1e6)
-    assert big and all(
-        p["image"].size <= 512 * 512 * 3 * max(1, PROBE_VALUES // 786432) for p in big
-    )
-    assert big[0]["image"].shape[0] == 1
+    assert [p["image"].shape[0] for p in big] == [MIN_ROWS, MIN_ROWS]
+    mid = random_probes({"image": _spec("image", "float32", (-1, 64, 64, 3))}, bound=1e6)
+    assert mid[0]["image"].shape[0] == PROBE_VALUES // (64 * 64 * 3)
+    wide_open = random_probes({"m": _spec("m", "float32", (-1, -1, 8192))}, bound=1e6)
+    assert sorted({p["m"].shape[1] for p in wide_open}) == [1]
 
 
 def test_no_probes_for_unknown_ranks_or_complex_and_bounds_are_kept():
