@@ -64,7 +64,7 @@ def json_value(array: np.ndarray, *, integral: bool = False) -> Any:
             integer grid): write them as JSON integers.
     """
     if array.dtype == np.object_:
-        return _strings(array)
+        return string_values(array)
     if integral and array.dtype.kind == "f" and all_finite(array):
         return np.asarray(array, dtype=np.int64, order="C")  # rank kept, also for 0-d
     if array.dtype.kind == "f" and array.dtype.itemsize == 2:
@@ -72,15 +72,18 @@ def json_value(array: np.ndarray, *, integral: bool = False) -> Any:
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
-def _strings(array: np.ndarray) -> Any:
-    """Bytes values as UTF-8 strings, or TF Serving's `{"b64": ...}` when not UTF-8."""
+def string_values(array: np.ndarray, *, binary: bool = False) -> Any:
+    """A string tensor as JSON values: UTF-8 text, or TF Serving's `{"b64": ...}` where the
+    bytes are not UTF-8, or for every value when `binary` (TF Serving's `*_bytes` tensors)."""
 
     def one(value: Any) -> Any:
         raw = value if isinstance(value, bytes) else str(value).encode()
-        try:
-            return raw.decode()
-        except UnicodeDecodeError:
-            return {"b64": base64.b64encode(raw).decode()}
+        if not binary:
+            try:
+                return raw.decode()
+            except UnicodeDecodeError:
+                pass
+        return {"b64": base64.b64encode(raw).decode()}
 
     return np.vectorize(one, otypes=[object])(array).tolist() if array.size else array.tolist()
 

@@ -18,7 +18,6 @@ Errors are `{"error": msg}` with TF Serving's codes (400, 404, 503; 401 and
 its Content-Type (`curl -d` sends a form type).
 """
 
-import base64
 import os
 from typing import Any
 
@@ -34,6 +33,7 @@ from app.codecs.common import (
     may_hold_booleans,
     require_object,
     row_inputs,
+    string_values,
 )
 from app.dataplane import DataPlane
 from app.errors import InvalidInput, ModelNotFound
@@ -97,7 +97,7 @@ def _tf_serving_value(name: str, array: np.ndarray) -> Any:
     """An output as TF Serving writes it: `json_value`, with non-finite floats marked for
     `_encoded` and a `*_bytes` tensor's values all `{"b64": ...}`."""
     if array.dtype == np.object_ and name.endswith("_bytes"):
-        return _base64(array)
+        return string_values(array, binary=True)
     if array.dtype.kind != "f" or all_finite(array):
         return json_value(array)
     if array.dtype.itemsize == 2:
@@ -108,14 +108,6 @@ def _tf_serving_value(name: str, array: np.ndarray) -> Any:
     values[np.isposinf(array.reshape(-1))] = f"{_MARK}inf"
     values[np.isneginf(array.reshape(-1))] = f"{_MARK}-inf"
     return values.reshape(array.shape).tolist()
-
-
-def _base64(array: np.ndarray) -> Any:
-    def one(value: Any) -> dict[str, str]:
-        raw = value if isinstance(value, bytes) else str(value).encode()
-        return {"b64": base64.b64encode(raw).decode()}
-
-    return np.vectorize(one, otypes=[object])(array).tolist() if array.size else array.tolist()
 
 
 async def _encoded(plane: DataPlane, document: dict[str, Any]) -> Encoded:
