@@ -177,6 +177,14 @@ class ModelEntry:
     #: The version being loaded and warmed up right now, if any.
     loading: int | None = None
 
+    @property
+    def awaiting_load(self) -> bool:
+        """Not serving, and a version on disk is loading or not yet tried (False once every
+        version on disk was refused)."""
+        if self.serving is not None:
+            return False
+        return self.loading is not None or any(v not in self.refused for v in self.on_disk)
+
 
 class ModelRepository:
     """The models the service serves, kept in step with the models root by a poller.
@@ -411,13 +419,9 @@ class ModelRepository:
         return self._default_awaiting_load() is None
 
     def _default_awaiting_load(self) -> ModelEntry | None:
-        """`DEFAULT_MODEL`'s entry while it is on disk, unserved, and a version of it is
-        loading or not yet tried (None otherwise, also once every version was refused)."""
+        """`DEFAULT_MODEL`'s entry while it awaits its first load (`ModelEntry.awaiting_load`)."""
         entry = self._models.get(self._settings.default_model)
-        if entry is None or entry.serving is not None:
-            return None
-        untried = any(version not in entry.refused for version in entry.on_disk)
-        return entry if entry.loading is not None or untried else None
+        return entry if entry is not None and entry.awaiting_load else None
 
     @property
     def not_ready_reason(self) -> str:
@@ -509,11 +513,7 @@ class ModelRepository:
         entry = self.entry(name)
         serving = entry.serving
         if serving is None:
-            if (
-                entry.loading is None
-                and entry.on_disk
-                and entry.on_disk.keys() <= entry.refused.keys()
-            ):
+            if entry.on_disk and not entry.awaiting_load:  # every version on disk refused
                 reasons = "; ".join(
                     f"version {version}: {refusal.reason}"
                     for version, refusal in sorted(entry.refused.items())
