@@ -19,6 +19,15 @@ from app.config import Settings
 from app.main import create_app
 
 
+def save_serving_modules(root: Path, modules: dict[str, tf.Module]) -> Path:
+    """Each `tf.Module` as version 1 of the model of its name, its `serve` as `serving_default`."""
+    for name, module in modules.items():
+        tf.saved_model.save(
+            module, str(root / name / "1"), signatures={"serving_default": module.serve}
+        )
+    return root
+
+
 def make_settings(models_root: Path, **overrides: object) -> Settings:
     """Test settings: a fast poller, the given root, everything else at the contract's defaults."""
     values: dict[str, object] = {

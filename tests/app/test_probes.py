@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from svc_helpers import make_settings, serving, wait_for_model
+from svc_helpers import make_settings, save_serving_modules, serving, wait_for_model
 
 from app.predictor import ModelCallError, TensorSpec
 from app.probes import MIN_ROWS, OPEN_WIDTHS, PROBE_VALUES, ROWS, answered, random_probes
@@ -108,12 +108,10 @@ class _OpenWidth(tf.Module):
 
 @pytest.fixture(scope="module")
 def reductions(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("reductions")
-    for name, module in (("sum-of-six", _SumOfSix()), ("open-width", _OpenWidth())):
-        tf.saved_model.save(
-            module, str(root / name / "1"), signatures={"serving_default": module.serve}
-        )
-    return root
+    return save_serving_modules(
+        tmp_path_factory.mktemp("reductions"),
+        {"sum-of-six": _SumOfSix(), "open-width": _OpenWidth()},
+    )
 
 
 @pytest.mark.parametrize("runtime", ["auto", "graph"])

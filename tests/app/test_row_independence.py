@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from svc_helpers import make_settings, serving, wait_for_model
+from svc_helpers import make_settings, save_serving_modules, serving, wait_for_model
 
 from app.predictor import TensorSpec
 from app.probes import random_probes, row_independence
@@ -77,12 +77,9 @@ class _Doubled(tf.Module):
 
 @pytest.fixture(scope="module")
 def batch_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("batch-models")
-    for name, module in (("centered", _Centered()), ("doubled", _Doubled())):
-        tf.saved_model.save(
-            module, str(root / name / "1"), signatures={"serving_default": module.serve}
-        )
-    return root
+    return save_serving_modules(
+        tmp_path_factory.mktemp("batch-models"), {"centered": _Centered(), "doubled": _Doubled()}
+    )
 
 
 @pytest.mark.parametrize("runtime", ["savedmodel", "auto"])
@@ -103,10 +100,11 @@ def test_concurrent_requests_to_a_batch_wide_model_each_get_their_own_answer(
                 *(client.post("/predict", json={"model": "doubled", "inputs": b}) for b in bodies)
             )
             models = (await client.get("/models")).json()
-            metrics = (await client.get("/metrics")).text
-            return answers, doubled, models, metrics
+            registry = client.app.state.metrics.registry
+            batched = {name: _batched(registry, name) for name in ("centered", "doubled")}
+            return answers, doubled, models, batched
 
-    answers, doubled, models, metrics = run(go())
+    answers, doubled, models, batched = run(go())
     for response in answers:
         assert response.status_code == 200, response.text
         assert response.json()["outputs"]["centered"] == [[-0.5, -1.0], [0.5, 1.0]]
@@ -117,16 +115,15 @@ def test_concurrent_requests_to_a_batch_wide_model_each_get_their_own_answer(
     assert batching["centered"].endswith("each request gets its own call")
     assert batching["doubled"] == "on: each row answers alone as among other rows (bit for bit)"
     # The same concurrency did stack the independent model's requests: fewer calls than requests.
-    calls, requests = _batched(metrics, "doubled")
+    calls, requests = batched["doubled"]
     assert requests >= 40 and calls < requests
-    assert _batched(metrics, "centered") == (0.0, 0.0)  # never through a batcher
+    assert batched["centered"] == (0.0, 0.0)  # never through a batcher
 
 
-def _batched(metrics: str, model: str) -> tuple[float, float]:
-    """(batched model calls, requests they answered) for `model`, from /metrics."""
-    values = {"count": 0.0, "sum": 0.0}
-    for line in metrics.splitlines():
-        for part in values:
-            if line.startswith(f"diffround_batch_requests_{part}{{") and f'model="{model}"' in line:
-                values[part] += float(line.split()[-1])
-    return values["count"], values["sum"]
+def _batched(registry, model: str) -> tuple[float, float]:
+    """(batched model calls, requests they answered) of `model`'s `serving_default`."""
+    labels = {"model": model, "signature": "serving_default"}
+    return tuple(  # type: ignore[return-value]
+        registry.get_sample_value(f"diffround_batch_requests_{part}", labels) or 0.0
+        for part in ("count", "sum")
+    )

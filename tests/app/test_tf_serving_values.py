@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from svc_helpers import make_settings, serving, wait_for_model
+from svc_helpers import make_settings, save_serving_modules, serving, wait_for_model
 
 
 class _Overflow(tf.Module):
@@ -29,12 +29,9 @@ class _Strings(tf.Module):
 
 @pytest.fixture(scope="module")
 def value_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("value-models")
-    for name, module in (("overflow", _Overflow()), ("strings", _Strings())):
-        tf.saved_model.save(
-            module, str(root / name / "1"), signatures={"serving_default": module.serve}
-        )
-    return root
+    return save_serving_modules(
+        tmp_path_factory.mktemp("value-models"), {"overflow": _Overflow(), "strings": _Strings()}
+    )
 
 
 def test_non_finite_floats_are_tf_servings_tokens_in_rows_and_columns(value_models, run):

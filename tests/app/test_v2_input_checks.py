@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from svc_helpers import make_settings, serving, wait_for_model
+from svc_helpers import make_settings, save_serving_modules, serving, wait_for_model
 
 
 class _TwoInputs(tf.Module):
@@ -28,12 +28,9 @@ class _NoBatch(tf.Module):
 
 @pytest.fixture(scope="module")
 def v2_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("v2-models")
-    for name, module in (("two", _TwoInputs()), ("nobatch", _NoBatch())):
-        tf.saved_model.save(
-            module, str(root / name / "1"), signatures={"serving_default": module.serve}
-        )
-    return root
+    return save_serving_modules(
+        tmp_path_factory.mktemp("v2-models"), {"two": _TwoInputs(), "nobatch": _NoBatch()}
+    )
 
 
 FEAT = {"name": "feat", "shape": [1, 3, 2], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]}
@@ -113,10 +110,7 @@ class _UnknownRank(tf.Module):
 
 
 def test_a_scalar_stays_a_scalar_on_every_protocol(tmp_path: Path, run):
-    module = _UnknownRank()
-    tf.saved_model.save(
-        module, str(tmp_path / "unkrank" / "1"), signatures={"serving_default": module.serve}
-    )
+    save_serving_modules(tmp_path, {"unkrank": _UnknownRank()})
 
     async def go():
         async with serving(make_settings(tmp_path, default_model="unkrank")) as client:
